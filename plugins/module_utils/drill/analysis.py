@@ -277,8 +277,12 @@ def _timelines_increase(chain: Sequence[Mapping[str, Any]]) -> bool:
 
 # -- leaders, members, events ------------------------------------------------
 def server_names(members: Iterable[Mapping[str, Any]]) -> dict[str, str]:
-    """Server address -> member name, from the recorder's member list."""
-    return {str(m["host"]): str(m["name"]) for m in members if m.get("host")}
+    """Server address -> member name, from the recorder's member list (first one wins)."""
+    names: dict[str, str] = {}
+    for m in members:
+        if m.get("host"):
+            names.setdefault(str(m["host"]), str(m["name"]))
+    return names
 
 
 def servers(attempts: Sequence[Attempt], names: Mapping[str, str] | None = None) -> list[dict]:

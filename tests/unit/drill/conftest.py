@@ -259,7 +259,7 @@ class Timeline:
                 "fatal": None,
                 "stuck": False,
                 "attempts": self.attempts,
-            },  # fmt: skip
+            },
             "samples": {m: rows for m, rows in self.samples.items() if rows},
             "sampler": {"fatal": {}, "stuck": []},
             "events": self.events,

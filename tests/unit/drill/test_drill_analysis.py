@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from ansible_collections.hastack.ha.plugins.module_utils.drill import analysis
 
 
@@ -133,9 +132,7 @@ def test_split_brain_acks_interleaving_without_timelines_is_flagged(timeline):
     timeline.writes(0, 1, member="node-a", timeline=None)
     timeline.writes(1, 2, member="node-b", timeline=None)
     timeline.writes(2, 3, member="node-a", timeline=None)
-    assert [e["kind"] for e in analysis.split_brain_from_acks(timeline.attempts)] == [
-        "interleave"
-    ]
+    assert [e["kind"] for e in analysis.split_brain_from_acks(timeline.attempts)] == ["interleave"]
 
 
 def test_split_brain_acks_legitimate_flip_back_is_silent(timeline):

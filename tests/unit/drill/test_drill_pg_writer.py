@@ -7,7 +7,6 @@ import time
 import uuid
 
 import pytest
-
 from ansible_collections.hastack.ha.plugins.module_utils.drill import analysis
 from ansible_collections.hastack.ha.plugins.module_utils.drill.pg_writer import PgWriter
 
@@ -28,7 +27,9 @@ def _writer(pg, run_id: str, **kw) -> PgWriter:
 
 
 def _present(pg, run_id: str) -> set[int]:
-    return {r[0] for r in pg.sql("SELECT id FROM hastack_drill.writes WHERE run_id = %s", (run_id,))}
+    return {
+        r[0] for r in pg.sql("SELECT id FROM hastack_drill.writes WHERE run_id = %s", (run_id,))
+    }
 
 
 def _wait_for(predicate, timeout: float = 10.0, step: float = 0.05):
@@ -160,9 +161,7 @@ def test_someone_elses_cancel_of_a_sync_commit_is_not_an_ack(pg):
 
 @pytest.mark.parametrize("port_offset", [1])
 def test_no_server_is_an_error_not_unknown(pg, port_offset):
-    w = PgWriter(
-        pg.conninfo(port=pg.port + port_offset), _run_id(), password=pg.password
-    )
+    w = PgWriter(pg.conninfo(port=pg.port + port_offset), _run_id(), password=pg.password)
     attempt = w.write_once()
     assert attempt.outcome == "error"
     assert attempt.phase == "connect"
