@@ -106,9 +106,7 @@ class MemberSampler(threading.Thread):
         next_t = self.clock.now()
         try:
             while not self._stop_event.is_set():
-                sample = self.sample_once()
-                with self._lock:
-                    self._samples.append(sample)
+                self.sample_once()
                 next_t += self.interval_s
                 now = self.clock.now()
                 if next_t < now:
@@ -121,6 +119,13 @@ class MemberSampler(threading.Thread):
             self._conn = None
 
     def sample_once(self) -> Sample:
+        """One sample: (re)connect if needed, ask, classify, record."""
+        sample = self._sample()
+        with self._lock:
+            self._samples.append(sample)
+        return sample
+
+    def _sample(self) -> Sample:
         t_start = self.clock.now()
         if self._conn is None:
             try:

@@ -128,9 +128,7 @@ class PgWriter(threading.Thread):
         next_t = self.t_started
         try:
             while not self._stop_event.is_set():
-                attempt = self.write_once()
-                with self._lock:
-                    self._attempts.append(attempt)
+                self.write_once()
                 next_t += self.interval_s
                 now = self.clock.now()
                 if next_t < now:  # late (reconnect, slow commit): do not burst to catch up
@@ -144,7 +142,13 @@ class PgWriter(threading.Thread):
             self.t_stopped = self.clock.now()
 
     def write_once(self) -> WriteAttempt:
-        """One attempt: (re)connect if needed, insert, classify."""
+        """One attempt: (re)connect if needed, insert, classify, record."""
+        attempt = self._attempt()
+        with self._lock:
+            self._attempts.append(attempt)
+        return attempt
+
+    def _attempt(self) -> WriteAttempt:
         self._next_id += 1
         wid = self._next_id
         t_start = self.clock.now()

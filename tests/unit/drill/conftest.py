@@ -1,10 +1,11 @@
 """A private PostgreSQL 15 for the writer/sampler tests.
 
-It listens only on 127.77.0.1 (never on the lab's 127.42.0.x) with a port of
-its own and a unix socket directory inside its data directory, requires
-scram-sha-256 on TCP, and is stopped at teardown. The directory is a fresh
-``mkdtemp`` under /tmp rather than pytest's ``tmp_path``: pytest's base
-directory is 0700 root, which the ``postgres`` user cannot traverse.
+It listens only on 127.77.0.1 (never on the lab's 127.42.0.x; a standby made
+for the split-brain test gets 127.77.0.2) with a port of its own and a unix
+socket directory of its own, requires scram-sha-256 on TCP, and is stopped at
+teardown. The directory is a fresh ``mkdtemp`` under /tmp rather than pytest's
+``tmp_path``: pytest's base directory is 0700 root, which the ``postgres`` user
+cannot traverse.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import pytest
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PG_HOST = "127.77.0.1"
+PG_STANDBY_HOST = "127.77.0.2"
 
 
 def _free_port(host: str) -> int:
@@ -36,13 +38,13 @@ def _free_port(host: str) -> int:
 class PgServer:
     """One throw-away PostgreSQL cluster, driven through pg_ctl as ``postgres``."""
 
-    def __init__(self, base: Path, port: int) -> None:
+    def __init__(self, base: Path, port: int, host: str = PG_HOST) -> None:
         self.base = base
         self.data = base / "data"
         self.sockdir = base / "sock"
         self.logfile = base / "postgres.log"
         self.port = port
-        self.host = PG_HOST
+        self.host = host
         self.password = secrets.token_urlsafe(18)
 
     # -- lifecycle ---------------------------------------------------------
@@ -84,6 +86,29 @@ class PgServer:
                 "max_connections = 30\n"
                 "log_line_prefix = '%m [%p] %a '\n"
             )
+
+    def init_replica_of(self, primary: PgServer) -> None:
+        """A streaming standby of ``primary`` (pg_basebackup -R over its unix socket)."""
+        pw = pwd.getpwnam("postgres")
+        self.sockdir.mkdir()
+        for p in (self.base, self.sockdir):
+            os.chown(p, pw.pw_uid, pw.pw_gid)
+        self._as_postgres(
+            str(PG_BIN / "pg_basebackup"),
+            "-D", str(self.data),
+            "-h", str(primary.sockdir), "-p", str(primary.port), "-U", "postgres",
+            "-R", "-X", "stream", "-c", "fast", "--no-sync",
+        )  # fmt: skip
+        with open(self.data / "postgresql.conf", "a") as conf:  # later lines win
+            conf.write(
+                f"listen_addresses = '{self.host}'\n"
+                f"port = {self.port}\n"
+                f"unix_socket_directories = '{self.sockdir}'\n"
+            )
+        self.password = primary.password
+
+    def promote(self) -> None:
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "promote")
 
     def start(self) -> None:
         self._as_postgres(
@@ -158,6 +183,24 @@ def pg_server() -> Iterator[PgServer]:
         if server.running():
             with contextlib.suppress(subprocess.SubprocessError):
                 server.stop("immediate")
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_standby(pg: PgServer) -> Iterator[PgServer]:
+    """A streaming standby of ``pg`` on 127.77.0.2 (its own address, so
+    ``inet_server_addr()`` tells the two apart), removed at teardown."""
+    base = Path(tempfile.mkdtemp(prefix="hastack-drill-pg-standby-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    standby = PgServer(base, _free_port(PG_STANDBY_HOST), host=PG_STANDBY_HOST)
+    try:
+        standby.init_replica_of(pg)
+        standby.start()
+        yield standby
+    finally:
+        if standby.running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                standby.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)
 
 
