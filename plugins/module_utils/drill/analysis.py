@@ -461,8 +461,17 @@ def analyse(
         "disruptions": disruptions,
         "events": sorted((dict(e) for e in events if e.get("t") is not None), key=lambda e: e["t"]),
         "answering_again_s": answering_again(samples, disruptions),
-        "rejoin_s": None if rejoin is None else float(rejoin),
+        "rejoin_s": _seconds(rejoin, "context.rejoin_s"),
     }
+
+
+def _seconds(value: Any, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
 
 
 def normalise_events(

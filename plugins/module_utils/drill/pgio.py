@@ -95,20 +95,13 @@ def drop(conn: Any) -> None:
 
 
 def _wait(fd: int, *, write: bool, deadline: float) -> bool:
-    """Wait until the socket is ready; False on deadline."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        try:
-            if write:
-                _, ready, _ = select.select([], [fd], [fd], left)
-            else:
-                ready, _, _ = select.select([fd], [], [fd], left)
-        except InterruptedError:  # pragma: no cover - PEP 475 retries anyway
-            continue
-        if ready:
-            return True
+    """Wait until the socket is ready (or in error); False on deadline."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT if write else select.POLLIN)
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    return bool(poller.poll(left * 1000))
 
 
 def _text(value: bytes | None) -> str | None:
@@ -173,6 +166,8 @@ def _execute(
             pgconn.consume_input()
             busy = pgconn.is_busy()
         except psycopg.Error as ex:
+            if error is not None:  # the server said why before closing (FATAL): not committed
+                raise error from None
             raise PgQueryError(
                 f"connection lost while waiting for the answer: {_first_line(ex)}", sent=True
             ) from None

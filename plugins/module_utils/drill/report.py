@@ -196,7 +196,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         unknown_text += f" ({w['unknown_committed']} committed after all)"
     if m["split_brain"]:
         sb = [
-            f"{', '.join(e.get('members') or e.get('servers'))} "
+            f"{', '.join(str(x) for x in (e.get('members') or e.get('servers') or []))} "
             f"+{e['from_t']:.2f}→+{e['to_t']:.2f} s ({e['method']})"
             for e in m["split_brain_samples"] + m["split_brain_acks"]
         ]

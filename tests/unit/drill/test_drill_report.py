@@ -90,3 +90,11 @@ def test_basename_is_safe():
     assert report.report_basename({"drill": "kill / node-a", "started_at": None}).startswith(
         "kill_node-a-"
     )
+
+
+def test_context_rejoin_must_be_seconds(failover):
+    assert report.build_report(failover.raw(), "x", {}, {"rejoin_s": "34.5"})["metrics"][
+        "rejoin_s"
+    ] == pytest.approx(34.5)
+    with pytest.raises(ValueError, match=r"context.rejoin_s must be a number of seconds"):
+        report.build_report(failover.raw(), "x", {}, {"rejoin_s": "soon"})
