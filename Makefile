@@ -1,0 +1,54 @@
+# hastack: deploy the loopback lab, run the test suite, tear down.
+#   make lab      create .venv, deploy the lab with site.yml, verify it
+#   make test     lint + unit + molecule + integration (deploys and destroys labs)
+#   make destroy  remove everything the lab created
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: all venv lab verify destroy test lint unit molecule integration clean
+
+all: lab
+
+$(VENV)/.installed: requirements.txt
+	@test "$$(id -u)" = 0 || { echo "run as root: the lab installs packages and services"; exit 1; }
+	command -v python3 >/dev/null || { apt-get update -q && apt-get install -y -q python3 python3-venv; }
+	python3 -c 'import venv, ensurepip' 2>/dev/null || { apt-get update -q && apt-get install -y -q python3-venv; }
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(BIN)/uv pip install -q --python $(PY) -r requirements.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+lab: venv
+	$(BIN)/ansible-playbook site.yml
+
+verify: venv
+	$(BIN)/ansible-playbook playbooks/verify.yml
+
+destroy: venv
+	$(BIN)/ansible-playbook playbooks/lab_destroy.yml
+
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ruff check .
+	$(BIN)/ansible-lint --profile production
+
+unit: venv
+	$(BIN)/pytest -q tests/unit
+
+molecule: venv
+	cd molecule/.. && $(BIN)/molecule test --all
+
+integration: venv
+	$(BIN)/pytest -q tests/integration
+
+test: lint unit molecule integration
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
