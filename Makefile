@@ -39,11 +39,13 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production
 
+# The drill engine's unit tests run a private PostgreSQL 15 (binaries only).
 unit: venv
+	dpkg -s postgresql-15 >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; }
 	$(BIN)/pytest -q tests/unit
 
 molecule: venv
-	cd molecule/.. && $(BIN)/molecule test --all
+	$(BIN)/molecule test --all
 
 integration: venv
 	$(BIN)/pytest -q tests/integration
