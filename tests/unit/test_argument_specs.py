@@ -29,12 +29,7 @@ ROLES = sorted(p.parent.parent.name for p in ROLES_DIR.glob("*/defaults/main.yml
 # Known violations, reported to the role's owner. Each entry turns into a
 # strict xfail: once the role is fixed the test XPASSes and fails, so the
 # entry must then be deleted. Keep it empty whenever possible.
-KNOWN_DEFECTS: dict[tuple[str, str], str] = {
-    ("ha_service", "test_required_options_are_not_in_defaults"): (
-        'ha_service_name is required: true in the spec but defaults/main.yml sets it to "", '
-        "so argument validation never reports a missing name"
-    ),
-}
+KNOWN_DEFECTS: dict[tuple[str, str], str] = {}
 
 
 def defects(test: str) -> list[Any]:
