@@ -339,7 +339,11 @@ def _member(endpoint: Endpoint) -> dict[str, Any]:
 def sentinel_view(
     endpoint: Endpoint, master_name: str, credentials: Credentials, timeout: float = DEFAULT_TIMEOUT
 ) -> dict[str, Any]:
-    """What one sentinel says about ``master_name``. Never raises for a dead or confused sentinel."""
+    """What one sentinel says about ``master_name``. Never raises for a dead or confused sentinel.
+
+    ``reachable`` is true when the sentinel answered; ``monitors`` when it also
+    knows ``master_name``. ``error`` says why not.
+    """
     view = _member(endpoint) | {
         "monitors": False,
         "master": None,
@@ -372,10 +376,13 @@ def sentinel_view(
                 normalize_sentinel_peer(pairs(s)) for s in conn.command("SENTINEL", "SENTINELS", master_name) or []
             ]
     except RedisAuthError as exc:
+        view["reachable"] = False
         view["error"] = f"{exc.reason} (sentinel password)"
     except RedisError as exc:
+        view["reachable"] = False
         view["error"] = exc.reason
     except ValueError as exc:
+        view["reachable"] = False
         view["error"] = f"unexpected answer: {exc}"
     return view
 
@@ -401,9 +408,12 @@ def redis_view(endpoint: Endpoint, credentials: Credentials, timeout: float = DE
         view["error"] = f"{exc.reason} (Redis password)"
         return view
     except RedisError as exc:
+        # also an error reply such as LOADING: it does not serve yet
+        view["reachable"] = False
         view["error"] = exc.reason
         return view
     except ValueError as exc:
+        view["reachable"] = False
         view["error"] = f"unexpected answer: {exc}"
         return view
     view.update(role)
