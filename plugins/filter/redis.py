@@ -15,8 +15,9 @@ from ansible.errors import AnsibleFilterError
 
 # Flags a healthy master / replica / sentinel carries in Sentinel's tables;
 # anything else (s_down, o_down, disconnected, failover_in_progress,
-# promoted, reconf_*) is worth a line.
-HEALTHY_FLAGS = {"master": {"master"}, "slave": {"slave"}, "sentinel": {"sentinel"}}
+# promoted, reconf_*) is worth a line. "master_down" on a peer sentinel only
+# records that the peer voted the master down (it lingers after a failover).
+HEALTHY_FLAGS = {"master": {"master"}, "slave": {"slave"}, "sentinel": {"sentinel", "master_down"}}
 
 
 # --- input checks -----------------------------------------------------------
@@ -63,9 +64,22 @@ def _odd_flags(flags: list[str] | None, kind: str) -> list[str]:
     return [f for f in flags or [] if f not in HEALTHY_FLAGS[kind]]
 
 
-def _labels(info: dict[str, Any]) -> dict[str, str]:
-    """Redis address -> 'name (address)', to name members sentinels report by address."""
-    return {str(r.get("address")): _who(r) for r in info["redis"] if isinstance(r, dict)}
+def _labels(members: list[dict[str, Any]]) -> dict[str, str]:
+    """address -> 'name (address)', to name members that sentinels report by address."""
+    return {str(m.get("address")): _who(m) for m in members}
+
+
+def _merge(observations: list[tuple[dict[str, Any], str]]) -> list[str]:
+    """One line per distinct observation, naming every sentinel that made it."""
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for sentinel, text in observations:
+        grouped.setdefault(text, []).append(sentinel)
+    return [
+        f"sentinel {_who(members[0])}: {text}"
+        if len(members) == 1
+        else f"sentinels {', '.join(_who(m) for m in members)}: {text}"
+        for text, members in grouped.items()
+    ]
 
 
 # --- sentinel checks: each returns a list of problem strings ----------------
@@ -78,12 +92,13 @@ def check_sentinel_count(sentinels: list[dict[str, Any]], expected: int) -> list
 
 
 def check_sentinels_answer(sentinels: list[dict[str, Any]], master_name: str) -> list[str]:
-    problems = []
+    observations = []
     for s in sentinels:
         if not s.get("reachable"):
-            problems.append(f"sentinel {_who(s)}: unreachable: {s.get('error')}")
+            observations.append((s, f"unreachable: {s.get('error')}"))
         elif not s.get("monitors"):
-            problems.append(f"sentinel {_who(s)}: {s.get('error') or f'does not monitor {master_name!r}'}")
+            observations.append((s, s.get("error") or f"does not monitor {master_name!r}"))
+    problems = _merge(observations)
     if sentinels and not any(s.get("monitors") for s in sentinels):
         problems.append(f"no sentinel answers for master {master_name!r}: nobody can fail over")
     return problems
@@ -103,49 +118,50 @@ def check_master_agreement(sentinels: list[dict[str, Any]], labels: dict[str, st
     return [f"sentinels disagree on the master: {listing}"]
 
 
-def check_sentinel_state(sentinels: list[dict[str, Any]]) -> list[str]:
-    problems = []
+def check_sentinel_state(sentinels: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+    observations = []
     for s in sentinels:
         if s.get("tilt"):
-            problems.append(f"sentinel {_who(s)}: in TILT mode (it neither detects failures nor fails over)")
+            observations.append((s, "in TILT mode (it neither detects failures nor fails over)"))
         master = s.get("master")
         if not master:
             continue
         odd = _odd_flags(master.get("flags"), "master")
+        address = str(master.get("address"))
         if odd:
-            problems.append(f"sentinel {_who(s)}: master {master.get('address')} flagged {','.join(odd)}")
+            observations.append((s, f"master {labels.get(address, address)} flagged {','.join(odd)}"))
         quorum = s.get("ckquorum") or {}
         if not quorum.get("ok"):
-            problems.append(f"sentinel {_who(s)}: CKQUORUM failed: {quorum.get('message')}")
-    return problems
+            observations.append((s, f"CKQUORUM failed: {quorum.get('message')}"))
+    return _merge(observations)
 
 
-def check_sentinel_peers(sentinels: list[dict[str, Any]], expected_sentinels: int) -> list[str]:
-    problems = []
+def check_sentinel_peers(sentinels: list[dict[str, Any]], expected_sentinels: int, labels: dict[str, str]) -> list[str]:
+    observations = []
     want_others = max(expected_sentinels - 1, 0)
     for s in sentinels:
         if not s.get("master"):
             continue
         peers = s.get("sentinels") or []
         healthy = [p for p in peers if not _odd_flags(p.get("flags"), "sentinel")]
-        if len(healthy) != want_others:
-            details = [
-                f"{p.get('address')} {','.join(_odd_flags(p.get('flags'), 'sentinel'))}"
-                for p in peers
-                if _odd_flags(p.get("flags"), "sentinel")
-            ]
-            suffix = f" ({'; '.join(details)})" if details else ""
-            problems.append(
-                f"sentinel {_who(s)}: sees {_plural(len(healthy), 'healthy other sentinel')}, "
-                f"expected {want_others}{suffix}"
-            )
-    return problems
+        if len(healthy) == want_others:
+            continue
+        details = [
+            f"{labels.get(str(p.get('address')), p.get('address'))}: {','.join(_odd_flags(p.get('flags'), 'sentinel'))}"
+            for p in peers
+            if _odd_flags(p.get("flags"), "sentinel")
+        ]
+        suffix = f" ({'; '.join(details)})" if details else ""
+        observations.append(
+            (s, f"sees {_plural(len(healthy), 'healthy other sentinel')}, expected {want_others}{suffix}")
+        )
+    return _merge(observations)
 
 
 def check_sentinel_replicas(
     sentinels: list[dict[str, Any]], expected_replicas: int, labels: dict[str, str]
 ) -> list[str]:
-    problems = []
+    observations = []
     for s in sentinels:
         master = s.get("master")
         if not master:
@@ -165,11 +181,15 @@ def check_sentinel_replicas(
                 reasons.append(f"link {r.get('master_link_status')}")
             details.append(f"{labels.get(str(r.get('address')), r.get('address'))}: {', '.join(reasons)}")
         suffix = f" ({'; '.join(details)})" if details else ""
-        problems.append(
-            f"sentinel {_who(s)}: sees {_plural(len(healthy), 'healthy replica')} of {master.get('address')}, "
-            f"expected {expected_replicas}{suffix}"
+        address = str(master.get("address"))
+        observations.append(
+            (
+                s,
+                f"sees {_plural(len(healthy), 'healthy replica')} of {labels.get(address, address)}, "
+                f"expected {expected_replicas}{suffix}",
+            )
         )
-    return problems
+    return _merge(observations)
 
 
 # --- Redis checks -------------------------------------------------------------
@@ -262,15 +282,16 @@ def redis_problems(
     expected_sentinels = _non_negative_int(expected_sentinels, "expected_sentinels")
     sentinels = [s for s in info["sentinels"] if isinstance(s, dict)]
     redis = [r for r in info["redis"] if isinstance(r, dict)]
-    labels = _labels(info)
+    labels = _labels(redis)
+    sentinel_labels = _labels(sentinels)
     master = info.get("master")
     master_name = str(info.get("master_name"))
 
     problems = check_sentinel_count(sentinels, expected_sentinels)
     problems += check_sentinels_answer(sentinels, master_name)
     problems += check_master_agreement(sentinels, labels)
-    problems += check_sentinel_state(sentinels)
-    problems += check_sentinel_peers(sentinels, expected_sentinels)
+    problems += check_sentinel_state(sentinels, labels)
+    problems += check_sentinel_peers(sentinels, expected_sentinels, sentinel_labels)
     problems += check_sentinel_replicas(sentinels, expected_replicas, labels)
     problems += check_redis_count(redis, expected_replicas + 1)
     problems += check_redis_answer(redis, master)
@@ -370,7 +391,11 @@ def redis_health_table(info: dict[str, Any]) -> list[str]:
             state = "unreachable" if not s.get("reachable") else "no master"
             sentinel_rows.append([_cell(s.get("name")), _cell(s.get("address")), state, "-", "-", "-", "-"])
             continue
-        healthy_replicas = [r for r in s.get("replicas") or [] if not _odd_flags(r.get("flags"), "slave")]
+        healthy_replicas = [
+            r
+            for r in s.get("replicas") or []
+            if not _odd_flags(r.get("flags"), "slave") and r.get("master_link_status") == "ok"
+        ]
         healthy_peers = [p for p in s.get("sentinels") or [] if not _odd_flags(p.get("flags"), "sentinel")]
         quorum = s.get("ckquorum") or {}
         flags = ",".join(master.get("flags") or [])
