@@ -1,0 +1,121 @@
+"""Helpers of the drill tests: run playbooks/drill_postgres.yml on the suite's
+lab, read its JSON report, snapshot iptables, read the Patroni cluster.
+
+They rely only on the ``lab`` session fixture's contract: a dict with
+``extra_vars`` (the ``-e`` arguments that select the suite's lab) and ``env``
+(the environment to run ansible-playbook with).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_NET = "127.42.0"
+NODE_OCTETS = (11, 12, 13)
+
+
+@dataclass
+class DrillRun:
+    """One run of drill_postgres.yml: exit code, output, duration, and its report."""
+
+    drill: str
+    rc: int
+    output: str
+    seconds: float
+    report: dict[str, Any] | None
+    report_path: Path | None
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.output.splitlines()[-lines:])
+
+
+def lab_var(lab: dict, name: str, default: str | None = None) -> str | None:
+    """The value of ``-e name=value`` in the lab's extra vars (the last one wins)."""
+    value = default
+    for arg in lab.get("extra_vars", []):
+        if arg.startswith(f"{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def node_addresses(lab: dict) -> list[str]:
+    net = lab_var(lab, "ha_lab_net", DEFAULT_NET)
+    return [f"{net}.{octet}" for octet in NODE_OCTETS]
+
+
+def run_playbook(lab: dict, playbook: str, *args: str, timeout: float = 600) -> tuple[int, str, float]:
+    """Run a playbook from the repo root against the lab; (rc, output, seconds)."""
+    cmd = ["ansible-playbook", playbook, *lab.get("extra_vars", []), *args]
+    start = time.monotonic()
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=lab.get("env"), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+
+
+def run_drill(lab: dict, drill: str, report_dir: Path, *args: str, timeout: float = 600) -> DrillRun:
+    """Run one drill, writing its report into report_dir (empty before)."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    rc, output, seconds = run_playbook(
+        lab,
+        "playbooks/drill_postgres.yml",
+        "-e",
+        f"drill={drill}",
+        "-e",
+        f"drill_report_dir={report_dir}",
+        *args,
+        timeout=timeout,
+    )
+    reports = sorted(report_dir.glob(f"{drill}-*.json"))
+    report = json.loads(reports[-1].read_text()) if reports else None
+    return DrillRun(drill, rc, output, seconds, report, reports[-1] if reports else None)
+
+
+_COUNTERS = re.compile(r"\[\d+:\d+\]")
+
+
+def iptables_rules() -> list[str]:
+    """``iptables-save`` without its comment lines and counters."""
+    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True, timeout=30).stdout
+    return [_COUNTERS.sub("[0:0]", line) for line in out.splitlines() if not line.startswith("#")]
+
+
+def patroni_cluster(lab: dict, timeout: float = 3) -> dict[str, Any] | None:
+    """GET /cluster from the first member that answers, or None."""
+    for address in node_addresses(lab):
+        try:
+            with urllib.request.urlopen(f"http://{address}:8008/cluster", timeout=timeout) as resp:
+                return json.loads(resp.read())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def is_healthy(cluster: dict[str, Any] | None, members: int = 3) -> bool:
+    """One leader, every other member streaming, a synchronous standby, one timeline."""
+    if not cluster or len(cluster.get("members", [])) != members:
+        return False
+    roles = [m.get("role") for m in cluster["members"]]
+    streaming = all(m.get("state") == "streaming" for m in cluster["members"] if m.get("role") != "leader")
+    timelines = {m.get("timeline") for m in cluster["members"]}
+    return roles.count("leader") == 1 and "sync_standby" in roles and streaming and len(timelines) == 1
+
+
+def wait_healthy(lab: dict, timeout: float = 120) -> dict[str, Any]:
+    """Wait until the cluster is healthy; its /cluster answer. Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    cluster = None
+    while time.monotonic() < deadline:
+        cluster = patroni_cluster(lab)
+        if is_healthy(cluster):
+            return cluster  # type: ignore[return-value]
+        time.sleep(1)
+    raise TimeoutError(f"the lab's Patroni cluster is not healthy after {timeout} s: {cluster}")
