@@ -39,9 +39,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production
 
-# The drill engine's unit tests run a private PostgreSQL 15 (binaries only).
+# Unit tests run a private PostgreSQL 15 and Redis/Sentinel (binaries only).
+UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel
 unit: venv
-	dpkg -s postgresql-15 >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15; }
+	dpkg -s $(UNIT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(UNIT_PACKAGES); }
 	$(BIN)/pytest -q tests/unit
 
 # Each scenario deploys its own lab on its own address block, then removes it.
