@@ -4,7 +4,9 @@ The client does what a Sentinel-aware application does (redis-py's
 ``Sentinel(...).master_for``): ask the sentinels ``SENTINEL
 GET-MASTER-ADDR-BY-NAME``, connect to that address, check with ``ROLE`` that it
 is a master, and write; after any error or timeout drop the connection and
-discover the master again. Each write is ``RPUSH <list of the run> <id>``, so
+discover the master again, starting with the next sentinel (unlike redis-py,
+which asks the last one that answered first: a sentinel cut off with the old
+master keeps naming it). Each write is ``RPUSH <list of the run> <id>``, so
 the read-back is one ``LRANGE`` on the final master.
 
 Each attempt gets its own id and ends in one of three outcomes, exactly as in
@@ -210,10 +212,18 @@ class RedisWriter(threading.Thread):
         return WriteAttempt(wid, t_start, t_end, "ack", server)
 
     def _drop(self) -> None:
+        """Drop the connection; the next discovery starts with the next sentinel.
+
+        The sentinel that named a master which then failed may be the one that
+        is wrong: a sentinel cut off with the old master still names it (and
+        that master, reachable for a client, refuses writes with NOREPLICAS).
+        A client that always asked it first would never find the new master.
+        """
         if self._conn is not None:
             self._conn.close()
         self._conn = None
         self._server = None
+        self._sentinel_index = (self._sentinel_index + 1) % max(1, len(self.target.sentinels))
 
 
 def read_back_ids(target: SentinelTarget, run_id: str, timeout_s: float = 5.0) -> tuple[list[int], str]:

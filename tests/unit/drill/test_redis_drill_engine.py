@@ -6,7 +6,9 @@ sentinel fails over 1.5 s after the master stops answering.
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import socket
 import sys
 import threading
 import time
@@ -209,3 +211,65 @@ def test_master_killed_mid_run_gives_errors_and_a_gap_not_lost_acks(tmp_path):
     lanes = metrics["member_windows"]
     assert lanes["m"][0]["state"] == "primary" and lanes["m"][-1]["state"] == "unknown"
     assert lanes["r"][0]["state"] == "replica" and lanes["r"][-1]["state"] == "primary"
+
+
+class WrongSentinel:
+    """A fake sentinel on 127.77.2.4 that names ``address`` as the master (after any AUTH)."""
+
+    def __init__(self, address: tuple[str, int]) -> None:
+        self.address = address
+        self.listener = socket.socket()
+        self.listener.bind(("127.77.2.4", 0))
+        self.listener.listen(8)
+        self.port = self.listener.getsockname()[1]
+        self.asked = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    while b"GET-MASTER-ADDR-BY-NAME" not in data:
+                        chunk = conn.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                        if data.startswith(b"*2\r\n$4\r\nAUTH") and data.count(b"\r\n") >= 5:
+                            conn.sendall(b"+OK\r\n")
+                            data = b""
+                    if b"GET-MASTER-ADDR-BY-NAME" in data:
+                        self.asked += 1
+                        host, port = self.address[0].encode(), str(self.address[1]).encode()
+                        conn.sendall(b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(host), host, len(port), port))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_sentinel_naming_a_replica_is_skipped_next_time(lab):
+    """The sentinel that named a master that failed is asked last on the next discovery."""
+    wrong = WrongSentinel(lab.address("replica"))
+    try:
+        tgt = SentinelTarget(
+            (Endpoint("127.77.2.4", wrong.port, name="wrong"), Endpoint(*lab.address("sentinel"), name="s1")),
+            lab.master_name,
+            Credentials(lab.password),
+            Credentials(lab.sentinel_password),
+        )
+        writer = RedisWriter(tgt, "rotate", interval_s=0.01)
+        first = writer.write_once()
+        assert first.outcome == "error" and first.phase == "connect"
+        assert "the sentinels name it master but it says slave" in first.error
+        second = writer.write_once()
+        assert second.outcome == "ack" and second.server == MASTER_HOST
+        assert writer.write_once().outcome == "ack"
+        assert wrong.asked == 1
+        writer._drop()
+    finally:
+        wrong.close()
