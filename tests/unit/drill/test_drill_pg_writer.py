@@ -125,6 +125,9 @@ def test_commit_waiting_for_sync_standby_is_unknown_not_acknowledged(pg):
     assert w.write_once().outcome == "ack"
     log_before = len(pg.log_text())
     pg.set_config("synchronous_standby_names", "nobody")  # a standby that never comes
+    # An idle session applies a reload only after its next command, so start a
+    # new session: the write must wait for the standby, not race the SIGHUP.
+    w._drop()
 
     stuck = w.write_once()
     assert stuck.outcome == "unknown"
@@ -142,6 +145,7 @@ def test_someone_elses_cancel_of_a_sync_commit_is_not_an_ack(pg):
     w = _writer(pg, run_id, write_timeout_s=10.0)
     assert w.write_once().outcome == "ack"
     pg.set_config("synchronous_standby_names", "nobody")
+    w._drop()  # a new session, certain to see the setting (see above)
     result = {}
     t = threading.Thread(target=lambda: result.setdefault("a", w.write_once()))
     t.start()
