@@ -205,6 +205,25 @@ def read_back(config: RecorderConfig, conninfo: str, clock: Clock) -> dict[str, 
         time.sleep(1)
 
 
+def wait_for_stop(
+    events: EventTail, writer: Any, clock: Clock, stop_file: str, max_duration_s: float, poll_s: float
+) -> str:
+    """Follow the events file until the drill says stop; return why it stopped.
+
+    Shared by the PostgreSQL and Redis recorders: the stop file appeared, the
+    safety bound ``max_duration_s`` passed, or the writer thread died.
+    """
+    while True:
+        events.poll()
+        if os.path.exists(stop_file):
+            return "stop_file"
+        if clock.now() >= max_duration_s:
+            return "max_duration"
+        if not writer.is_alive():
+            return "writer_failed"
+        time.sleep(poll_s)
+
+
 def record(config: RecorderConfig) -> dict[str, Any]:
     """Run the whole recording; write ``config.output``; return the raw data."""
     if os.path.exists(config.stop_file):
@@ -241,18 +260,7 @@ def record(config: RecorderConfig) -> dict[str, Any]:
     sampler.start()
     writer.start()
     try:
-        while True:
-            events.poll()
-            if os.path.exists(config.stop_file):
-                reason = "stop_file"
-                break
-            if clock.now() >= config.max_duration_s:
-                reason = "max_duration"
-                break
-            if not writer.is_alive():
-                reason = "writer_failed"
-                break
-            time.sleep(config.poll_s)
+        reason = wait_for_stop(events, writer, clock, config.stop_file, config.max_duration_s, config.poll_s)
     finally:
         t_stop = clock.now()
         writer.stop()

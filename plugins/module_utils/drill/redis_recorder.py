@@ -26,6 +26,7 @@ from ansible_collections.hastack.ha.plugins.module_utils.drill.recorder import (
     RAW_FORMAT,
     EventTail,
     RecorderError,
+    wait_for_stop,
 )
 from ansible_collections.hastack.ha.plugins.module_utils.drill.redis_sampler import (
     RedisClusterSampler,
@@ -160,18 +161,7 @@ def record(config: RedisRecorderConfig) -> dict[str, Any]:
     sampler.start()
     writer.start()
     try:
-        while True:
-            events.poll()
-            if os.path.exists(config.stop_file):
-                reason = "stop_file"
-                break
-            if clock.now() >= config.max_duration_s:
-                reason = "max_duration"
-                break
-            if not writer.is_alive():
-                reason = "writer_failed"
-                break
-            time.sleep(config.poll_s)
+        reason = wait_for_stop(events, writer, clock, config.stop_file, config.max_duration_s, config.poll_s)
     finally:
         t_stop = clock.now()
         writer.stop()
