@@ -1,5 +1,9 @@
 """Integration fixtures: the suite's own lab on 127.44.0.0/24 (lab name hsit).
 
+HASTACK_IT_LAB_NAME / HASTACK_IT_LAB_NET move it elsewhere (an engineer
+developing one test file while the suite's block is busy); the defaults are
+what CI runs.
+
 The lab is deployed once per session with the real inventory
 (inventories/local) and site.yml, overriding only the lab name and address
 block, so it never collides with a user's lab on 127.42.0.0/24. It is
@@ -20,8 +24,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LAB_NAME = "hsit"
-LAB_NET = "127.44.0"
+LAB_NAME = os.environ.get("HASTACK_IT_LAB_NAME", "hsit")
+LAB_NET = os.environ.get("HASTACK_IT_LAB_NET", "127.44.0")
 LAB_EXTRA_VARS = ["-e", f"ha_lab_name={LAB_NAME}", "-e", f"ha_lab_net={LAB_NET}"]
 NODES = ("node-a", "node-b", "node-c")
 TIMINGS = REPO / "reports" / "integration-timings.json"
