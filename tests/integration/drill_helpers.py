@@ -1,5 +1,6 @@
-"""Helpers of the drill tests: run playbooks/drill_postgres.yml on the suite's
-lab, read its JSON report, snapshot iptables, read the Patroni cluster.
+"""Helpers of the drill tests: run playbooks/drill_postgres.yml or
+drill_redis.yml on the suite's lab, read its JSON report, snapshot iptables,
+read the Patroni cluster and the Redis/Sentinel deployment.
 
 They rely only on the ``lab`` session fixture's contract: a dict with
 ``extra_vars`` (the ``-e`` arguments that select the suite's lab) and ``env``
@@ -16,6 +17,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ansible_collections.hastack.ha.plugins.filter.redis import redis_problems
+from ansible_collections.hastack.ha.plugins.module_utils.redis_sentinel import Credentials, Endpoint, fetch_info
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_NET = "127.42.0"
@@ -61,12 +65,14 @@ def run_playbook(lab: dict, playbook: str, *args: str, timeout: float = 600) -> 
     return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
 
 
-def run_drill(lab: dict, drill: str, report_dir: Path, *args: str, timeout: float = 600) -> DrillRun:
+def run_drill(
+    lab: dict, drill: str, report_dir: Path, *args: str, timeout: float = 600, playbook: str = "drill_postgres.yml"
+) -> DrillRun:
     """Run one drill, writing its report into report_dir (empty before)."""
     report_dir.mkdir(parents=True, exist_ok=True)
     rc, output, seconds = run_playbook(
         lab,
-        "playbooks/drill_postgres.yml",
+        f"playbooks/{playbook}",
         "-e",
         f"drill={drill}",
         "-e",
@@ -74,7 +80,8 @@ def run_drill(lab: dict, drill: str, report_dir: Path, *args: str, timeout: floa
         *args,
         timeout=timeout,
     )
-    reports = sorted(report_dir.glob(f"{drill}-*.json"))
+    prefix = "redis-" if playbook == "drill_redis.yml" else ""
+    reports = sorted(report_dir.glob(f"{prefix}{drill}-*.json"))
     report = json.loads(reports[-1].read_text()) if reports else None
     return DrillRun(drill, rc, output, seconds, report, reports[-1] if reports else None)
 
@@ -119,3 +126,33 @@ def wait_healthy(lab: dict, timeout: float = 120) -> dict[str, Any]:
             return cluster  # type: ignore[return-value]
         time.sleep(1)
     raise TimeoutError(f"the lab's Patroni cluster is not healthy after {timeout} s: {cluster}")
+
+
+def redis_info(lab: dict, timeout: float = 2) -> dict[str, Any]:
+    """Every sentinel's and every Redis's view (hastack.ha.redis_sentinel_info's data)."""
+    name = lab_var(lab, "ha_lab_name", "hastack")
+    secrets = REPO / "inventories" / "local" / ".secrets" / str(name)
+    redis_creds = Credentials(password=(secrets / "redis").read_text().strip())
+    sentinel_creds = Credentials(password=(secrets / "redis_sentinel").read_text().strip())
+    nodes = list(zip(lab.get("nodes", ("node-a", "node-b", "node-c")), node_addresses(lab), strict=True))
+    return fetch_info(
+        str(name),
+        [Endpoint(address, 26379, node) for node, address in nodes],
+        [Endpoint(address, 6379, node) for node, address in nodes],
+        redis_creds,
+        sentinel_creds,
+        timeout,
+    )
+
+
+def wait_redis_healthy(lab: dict, timeout: float = 120) -> dict[str, Any]:
+    """Wait until Redis and Sentinel have no problem; the info. Raises TimeoutError."""
+    deadline = time.monotonic() + timeout
+    problems: list[str] = []
+    while time.monotonic() < deadline:
+        info = redis_info(lab)
+        problems = redis_problems(info)
+        if not problems:
+            return info
+        time.sleep(1)
+    raise TimeoutError(f"the lab's Redis is not healthy after {timeout} s: {problems}")
