@@ -259,4 +259,17 @@ def test_every_aws_task_of_the_role_takes_region_and_endpoint() -> None:
                     assert args.get("endpoint_url") == "{{ eks_multi_az_endpoint_url or omit }}", where
                     assert args.get("region") == "{{ eks_multi_az_region }}", where
     assert seen >= 15
-    assert HOST.startswith("127.")
+
+
+def test_a_call_to_real_aws_is_refused_on_loopback(endpoint: str) -> None:
+    """The guard of every moto run: a call aimed at AWS itself goes to the dead proxy on HOST."""
+    from botocore.config import Config
+    from botocore.exceptions import ProxyConnectionError
+
+    assert endpoint.startswith(f"http://{HOST}:")
+    aws = boto3.client(
+        "eks", region_name=REGION, endpoint_url=f"https://eks.{REGION}.amazonaws.com",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=2),
+    )  # fmt: skip
+    with pytest.raises(ProxyConnectionError, match=rf"{HOST}:9"):
+        aws.list_clusters()
