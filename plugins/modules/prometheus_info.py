@@ -13,8 +13,8 @@ description:
   - Asks Prometheus for its active scrape targets (C(/api/v1/targets)), its rule groups
     (C(/api/v1/rules)), its pending and firing alerts (C(/api/v1/alerts)) and whether its
     last config reload succeeded (C(prometheus_config_last_reload_successful)).
-  - With O(alertmanager_url), asks Alertmanager for C(/api/v2/status): reachable, config
-    loaded, receivers, version.
+  - With O(alertmanager_url), asks Alertmanager for C(/api/v2/status) whether it is
+    reachable, its config loaded, its receivers and version.
   - Read-only. Never changes anything, always returns C(changed=false).
   - Fails only when Prometheus does not answer; an unreachable Alertmanager is reported in
     RV(monitoring.alertmanager).
