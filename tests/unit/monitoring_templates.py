@@ -49,3 +49,16 @@ def render_alertmanager(**overrides: Any) -> str:
     env.filters["to_json"] = json.dumps
     values = role_defaults(prometheus_alertmanager_address="127.0.0.1", **overrides)
     return env.from_string(AM_TEMPLATE.read_text()).render(**values)
+
+
+PROMETHEUS_TEMPLATE = ROLE / "templates" / "etc" / "prometheus" / "prometheus.yml.j2"
+
+
+def render_prometheus(groups: dict[str, list[str]], hostvars: dict[str, dict[str, Any]], **overrides: Any) -> str:
+    """prometheus.yml for an inventory given as groups and hostvars."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["to_json"] = json.dumps
+    env.filters["combine"] = lambda a, b: {**a, **b}
+    values = role_defaults(**overrides)
+    values.setdefault("_prometheus_alertmanager_alertmanagers", ["127.0.0.1:9093"])
+    return env.from_string(PROMETHEUS_TEMPLATE.read_text()).render(groups=groups, hostvars=hostvars, **values)
