@@ -39,8 +39,9 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ansible-lint --profile production
 
-# Unit tests run a private PostgreSQL 15 and Redis/Sentinel (binaries only).
-UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel
+# Unit tests run a private PostgreSQL 15 and Redis/Sentinel (binaries only),
+# promtool and amtool (the alert rules and routes), and a private Prometheus.
+UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel prometheus prometheus-alertmanager
 unit: venv
 	dpkg -s $(UNIT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(UNIT_PACKAGES); }
 	$(BIN)/pytest -q tests/unit
