@@ -1,9 +1,12 @@
 """Configuration from environment variables, validated once at start.
 
 Every variable is ``HASTACK_APP_<NAME>``. A secret may instead come from a file
-named by ``HASTACK_APP_<NAME>_FILE`` (supervisord/systemd environments and
-Kubernetes env vars are readable by more people than a 0640 file). A bad or
-missing value raises ``ConfigError`` naming the variable and the rule.
+named by ``HASTACK_APP_<NAME>_FILE`` (a Kubernetes Secret mounted as a file).
+``HASTACK_APP_ENV_FILE`` names a file of ``NAME=value`` lines read beneath the
+environment (the environment wins): on hosts the role writes one, readable by
+the app only, so a changed setting is a changed file that a rolling restart
+applies, not a changed service definition. A bad or missing value raises
+``ConfigError`` naming the variable and the rule.
 """
 
 from __future__ import annotations
@@ -159,8 +162,27 @@ class _Reader:
         )
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines (blank lines and ``#`` comments allowed, no quoting)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}ENV_FILE={path}: cannot read the file ({exc.strerror})") from exc
+    out: dict[str, str] = {}
+    for number, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, sep, value = line.partition("=")
+        if not sep or not re.match(r"^[A-Z][A-Z0-9_]*$", name):
+            raise ConfigError(f"{PREFIX}ENV_FILE={path}, line {number}: not NAME=value; rule: one NAME=value per line")
+        out[name] = value
+    return out
+
+
 def load_config(environ: Mapping[str, str]) -> Config:
     """Read and check every variable; raise ConfigError on the first bad one."""
+    if environ.get(PREFIX + "ENV_FILE"):
+        environ = {**read_env_file(Path(environ[PREFIX + "ENV_FILE"])), **environ}
     r = _Reader(environ)
     ready_timeout = r.number("READY_CHECK_TIMEOUT_S", 1.0, 0.05, 30)
     db_timeout = r.number("DB_TIMEOUT_S", 3.0, 0.1, 60)

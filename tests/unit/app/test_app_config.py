@@ -39,6 +39,16 @@ def test_secret_from_a_file(tmp_path: Path) -> None:
         load_config({**env, "HASTACK_APP_DB_PASSWORD_FILE": str(tmp_path / "missing")})
 
 
+def test_env_file_beneath_the_environment(tmp_path: Path) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text("# the role writes this\n\nHASTACK_APP_CACHE_TTL_S=120\nHASTACK_APP_LOG_LEVEL=DEBUG\n")
+    config = load_config({**GOOD, "HASTACK_APP_ENV_FILE": str(env_file), "HASTACK_APP_LOG_LEVEL": "ERROR"})
+    assert (config.cache_ttl_s, config.log_level) == (120, "ERROR")
+    env_file.write_text("HASTACK_APP_CACHE_TTL_S 120\n")
+    with pytest.raises(ConfigError, match=r"HASTACK_APP_ENV_FILE=.*line 1: not NAME=value"):
+        load_config({**GOOD, "HASTACK_APP_ENV_FILE": str(env_file)})
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
