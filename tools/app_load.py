@@ -240,6 +240,8 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
         "failures_before_window": sum(1 for s in fails if start is not None and s.t + s.latency < start),
         "failures_after_window": len(after),
         "failures_after_window_last": iso(max((s.t + s.latency for s in after), default=None)),
+        # seconds from the end of the window to the last failure after it (0: none after)
+        "failures_after_window_s": round(max(s.t + s.latency for s in after) - recovered, 2) if after else 0.0,
         "failures_after_window_by_kind": {k: sum(1 for s in after if s.kind == k) for k in ("read", "write")},
         "failed_reads": sum(1 for s in fails if s.kind == "read"),
         "failed_writes": sum(1 for s in fails if s.kind == "write"),
