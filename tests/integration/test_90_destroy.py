@@ -20,6 +20,7 @@ def test_destroy_leaves_nothing_of_the_lab(lab):
     assert glob.glob(f"/etc/hastack/{name}-*") == []
     assert glob.glob(f"/var/lib/hastack/{name}-*") == []
     assert glob.glob(f"/etc/supervisor/conf.d/{name}-*") == []
+    assert glob.glob(f"/opt/hastack/{name}-*") == []  # the app's code and virtualenv
     status = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True, check=False)
     assert f"{name}-" not in status.stdout
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
@@ -27,5 +28,6 @@ def test_destroy_leaves_nothing_of_the_lab(lab):
     assert f"/etc/hastack/{name}-" not in procs
     groups = subprocess.run(["getent", "group"], capture_output=True, text=True, check=True).stdout
     assert f"{name}-node-" not in groups
+    assert f"{name}-lb-" not in groups
     again = run_playbook("playbooks/lab_destroy.yml")
     assert again.rc == 0 and again.changed_total() == 0, again.recap

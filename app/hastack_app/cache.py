@@ -1,0 +1,277 @@
+"""Two-tier cache: a small in-process tier in front of Redis behind Sentinel.
+
+- Redis: the master (found through Sentinel) takes the writes, the replicas
+  serve the reads (round robin, the master when no replica answers); pooled
+  connections; every entry has a TTL (1 h by default).
+- Writes are write-through: create/update SET the new value, delete SETs a
+  tombstone; a read that missed populates with SET NX, so it can never
+  overwrite a newer value written meanwhile.
+- The local tier is invalidated across app instances through Redis pub/sub:
+  each write publishes the key. The subscriber reconnects after a failover
+  (it compares its connection with the master Sentinel names every few
+  seconds, which also catches a frozen master), and clears the local tier on
+  every (re)subscription since messages may have been lost; while it is not
+  subscribed the local tier is bypassed. Local TTLs bound staleness when a
+  message is lost anyway.
+- Everything runs under the cache breaker; when it is open, or Redis fails,
+  callers fall back to the database. A write whose Redis update failed is
+  remembered and re-applied (as a delete) once Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .breaker import CircuitBreaker, CircuitOpenError
+from .config import Config
+from .metrics import Metrics
+
+log = logging.getLogger("hastack_app.cache")
+
+CACHE_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+TOMBSTONE = {"deleted": True}
+T = TypeVar("T")
+
+
+class LocalTier:
+    """A bounded LRU with per-entry expiry (monotonic clock)."""
+
+    def __init__(self, size: int, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    def get(self, key: str) -> Any | None:
+        entry = self._data.get(key)
+        if entry is None:
+            return None
+        if entry[0] <= self.clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: str, value: Any) -> None:
+        if self.size <= 0 or self.ttl_s <= 0:
+            return
+        self._data[key] = (self.clock() + self.ttl_s, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Cache:
+    def __init__(self, config: Config, breaker: CircuitBreaker, metrics: Metrics) -> None:
+        self.config = config
+        self.breaker = breaker
+        self.metrics = metrics
+        self.ttl_s = config.cache_ttl_s
+        self.timeout = config.redis_timeout_s
+        self.channel = f"hastack-app:{config.redis_master_name}:invalidate"
+        self.origin = f"{config.instance}-{uuid.uuid4().hex[:8]}"
+        self.local = LocalTier(config.local_cache_size, config.local_cache_ttl_s)
+        self.subscribed = False
+        self.subscribed_to: str | None = None
+        self.resubscriptions = 0
+        self.invalidations_received = 0
+        self._pending: set[str] = set()
+        self._closing = False
+        self._listener: asyncio.Task[None] | None = None
+        conn = {
+            "password": config.redis_password,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            # one immediate retry: a pooled connection to a dead master reconnects
+            # through Sentinel at once; the breaker and the timeouts do the rest
+            "retry": Retry(NoBackoff(), 1),
+            "health_check_interval": 10,
+        }
+        self.sentinel = Sentinel(
+            [(e.host, e.port) for e in config.redis_sentinels],
+            sentinel_kwargs={
+                "password": config.redis_sentinel_password,
+                "socket_timeout": self.timeout,
+                "socket_connect_timeout": self.timeout,
+            },
+            **conn,
+        )
+        self.master: Redis = self.sentinel.master_for(config.redis_master_name, max_connections=50)
+        self.replica: Redis = self.sentinel.slave_for(config.redis_master_name, max_connections=50)
+
+    # -- lifecycle -----------------------------------------------------------
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="cache-invalidation-listener")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._listener:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        for client in (self.master, self.replica):
+            with contextlib.suppress(Exception):
+                await client.aclose()
+        for s in self.sentinel.sentinels:
+            with contextlib.suppress(Exception):
+                await s.aclose()
+
+    async def _guarded(self, op: Callable[[], Awaitable[T]], budget: float | None = None) -> T:
+        """One Redis operation under the breaker and an overall timeout
+        (Sentinel discovery may ask several sentinels, each with its own timeout)."""
+        async with self.breaker.guard():
+            return await asyncio.wait_for(op(), budget or self.timeout * 3)
+
+    # -- reads ---------------------------------------------------------------
+    async def get(self, key: str) -> Any | None:
+        """Local tier, then a replica. None on a miss, on a Redis failure and
+        while the breaker is open (the caller reads the database)."""
+        if self.subscribed:
+            value = self.local.get(key)
+            if value is not None:
+                self.metrics.cache_hit("local")
+                return value
+            self.metrics.cache_miss("local")
+        try:
+            raw = await self._guarded(lambda: self.replica.get(key))
+        except CircuitOpenError:
+            self.metrics.cache_miss("redis")
+            return None
+        except CACHE_FAILURES as exc:
+            log.warning("cache read failed", extra={"key": key, "error": repr(exc)})
+            self.metrics.cache_miss("redis")
+            return None
+        if raw is None:
+            self.metrics.cache_miss("redis")
+            return None
+        self.metrics.cache_hit("redis")
+        value = json.loads(raw)
+        if self.subscribed:
+            self.local.put(key, value)
+        return value
+
+    async def fill(self, key: str, value: Any) -> None:
+        """After a miss: store what the database said, unless a write got there first."""
+        if self.subscribed:
+            self.local.put(key, value)
+        with contextlib.suppress(CircuitOpenError, *CACHE_FAILURES):
+            await self._guarded(lambda: self.master.set(key, json.dumps(value), ex=self.ttl_s, nx=True))
+
+    # -- writes --------------------------------------------------------------
+    async def write(self, key: str, value: Any) -> None:
+        """After a database write: store the new value (or TOMBSTONE) and tell the others."""
+        self.local.drop(key)
+        payload = json.dumps(value)
+
+        async def op() -> None:
+            async with self.master.pipeline(transaction=False) as pipe:
+                pipe.set(key, payload, ex=self.ttl_s)
+                pipe.publish(self.channel, json.dumps({"key": key, "origin": self.origin}))
+                await pipe.execute()
+
+        try:
+            await self._guarded(op)
+        except (CircuitOpenError, *CACHE_FAILURES) as exc:
+            # Redis may keep the old value: delete it once Redis answers again
+            self._pending.add(key)
+            log.warning("cache write failed; key queued for invalidation", extra={"key": key, "error": repr(exc)})
+
+    async def _flush_pending(self) -> None:
+        while self._pending:
+            keys = list(self._pending)[:500]
+
+            async def op(keys: list[str] = keys) -> None:
+                async with self.master.pipeline(transaction=False) as pipe:
+                    pipe.delete(*keys)
+                    for k in keys:
+                        pipe.publish(self.channel, json.dumps({"key": k, "origin": self.origin}))
+                    await pipe.execute()
+
+            await asyncio.wait_for(op(), self.timeout * 3)
+            self._pending.difference_update(keys)
+            log.info("queued cache invalidations applied", extra={"count": len(keys)})
+
+    # -- invalidation listener -----------------------------------------------
+    async def _master_address(self) -> str:
+        host, port = await asyncio.wait_for(
+            self.sentinel.discover_master(self.config.redis_master_name), self.timeout * 3
+        )
+        return f"{host}:{port}"
+
+    async def _listen(self) -> None:
+        backoff = 0.2
+        while not self._closing:
+            pubsub = self.master.pubsub()
+            try:
+                await asyncio.wait_for(pubsub.subscribe(self.channel), self.timeout * 3)
+                conn = pubsub.connection
+                self.subscribed_to = f"{conn.host}:{conn.port}" if conn else None
+                # messages may have been missed while unsubscribed
+                self.local.clear()
+                self.subscribed = True
+                self.resubscriptions += 1
+                backoff = 0.2
+                log.info("subscribed to cache invalidations", extra={"master": self.subscribed_to})
+                await self._flush_pending()
+                next_check = time.monotonic() + 2.0
+                while not self._closing:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message and message.get("type") == "message":
+                        self._on_message(message["data"])
+                    if time.monotonic() >= next_check:
+                        next_check = time.monotonic() + 2.0
+                        if await self._master_address() != self.subscribed_to:
+                            raise ConnectionError(f"master moved away from {self.subscribed_to}")
+                        await self._flush_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: drop the local tier, resubscribe
+                if self.subscribed:
+                    log.warning("cache invalidation channel lost; resubscribing", extra={"error": repr(exc)})
+                self.subscribed = False
+                self.local.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pubsub.aclose(), 1.0)
+
+    def _on_message(self, data: bytes | str) -> None:
+        try:
+            message = json.loads(data)
+            key = message["key"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed invalidation message", extra={"data": repr(data)[:200]})
+            return
+        self.invalidations_received += 1
+        self.local.drop(key)
+
+    # -- readiness -----------------------------------------------------------
+    async def ping(self, timeout: float) -> str:
+        """Ask Sentinel for the master and PING it, outside the breaker."""
+        address = await asyncio.wait_for(self._master_address(), timeout)
+        await asyncio.wait_for(self.master.ping(), timeout)
+        return address

@@ -1,0 +1,141 @@
+"""Items in PostgreSQL: psycopg 3 async pool over libpq multi-host conninfo.
+
+``target_session_attrs=read-write`` makes every new connection find the
+current primary among the Patroni members; the pool checks a connection before
+handing it out, so connections to a dead or demoted primary are dropped
+instead of failing a request. Every call runs under the database breaker and
+an overall timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from .breaker import CircuitBreaker
+from .config import Config
+
+log = logging.getLogger("hastack_app.db")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    data       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    version    integer NOT NULL DEFAULT 1,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+# What says "the database is unavailable" (and trips the breaker), as
+# opposed to an answer the database gave (a constraint, a missing row).
+DB_FAILURES: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.ReadOnlySqlTransaction,  # reached a demoted primary
+    psycopg.errors.AdminShutdown,
+    PoolTimeout,
+    TimeoutError,
+)
+
+
+def row_out(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "data": row["data"],
+        "version": row["version"],
+        "created_at": row["created_at"].isoformat(),
+        "updated_at": row["updated_at"].isoformat(),
+    }
+
+
+class Database:
+    def __init__(self, config: Config, breaker: CircuitBreaker) -> None:
+        self.config = config
+        self.breaker = breaker
+        self.timeout = config.db_timeout_s
+        self._schema_ready = False
+        self.pool = AsyncConnectionPool(
+            config.db_conninfo(),
+            min_size=config.db_pool_min,
+            max_size=config.db_pool_max,
+            open=False,
+            timeout=config.db_timeout_s,
+            check=AsyncConnectionPool.check_connection,
+            reconnect_timeout=0,  # keep trying forever (the primary comes back under another name)
+            kwargs={
+                "autocommit": True,
+                "row_factory": dict_row,
+                # server side limit a bit past the client's, so the client decides
+                "options": f"-c statement_timeout={int(config.db_timeout_s * 1000) + 500}",
+            },
+            name=f"{config.instance}-db",
+        )
+
+    async def open(self) -> None:
+        await self.pool.open(wait=False)
+
+    async def close(self) -> None:
+        await self.pool.close(timeout=5)
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        async with self.pool.connection(timeout=self.timeout) as conn:
+            if not self._schema_ready:
+                await conn.execute(SCHEMA)
+                self._schema_ready = True
+            yield conn
+
+    async def _run(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        async def work() -> list[dict[str, Any]]:
+            async with self._connection() as conn:
+                cur = await conn.execute(query, params)
+                return await cur.fetchall() if cur.description else []
+
+        async with self.breaker.guard():
+            return await asyncio.wait_for(work(), self.timeout)
+
+    # -- readiness -----------------------------------------------------------
+    async def ping(self, timeout: float) -> str:
+        """A direct probe, outside the pool and the breaker: can we reach a primary now?"""
+        conn = await asyncio.wait_for(psycopg.AsyncConnection.connect(self.config.db_conninfo()), timeout)
+        try:
+            cur = await asyncio.wait_for(conn.execute("SELECT inet_server_addr()::text AS addr"), timeout)
+            row = await cur.fetchone()
+            return str(row[0]) if row else "?"
+        finally:
+            await conn.close()
+
+    # -- items ---------------------------------------------------------------
+    async def create(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        rows = await self._run("INSERT INTO items (name, data) VALUES (%s, %s) RETURNING *", (name, Jsonb(data)))
+        return row_out(rows[0])
+
+    async def get(self, item_id: int) -> dict[str, Any] | None:
+        rows = await self._run("SELECT * FROM items WHERE id = %s", (item_id,))
+        return row_out(rows[0]) if rows else None
+
+    async def list(self, limit: int, after_id: int) -> list[dict[str, Any]]:
+        rows = await self._run("SELECT * FROM items WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+        return [row_out(r) for r in rows]
+
+    async def update(self, item_id: int, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
+        rows = await self._run(
+            "UPDATE items SET name = %s, data = %s, version = version + 1, updated_at = now() "
+            "WHERE id = %s RETURNING *",
+            (name, Jsonb(data), item_id),
+        )
+        return row_out(rows[0]) if rows else None
+
+    async def delete(self, item_id: int) -> bool:
+        rows = await self._run("DELETE FROM items WHERE id = %s RETURNING id", (item_id,))
+        return bool(rows)

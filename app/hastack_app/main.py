@@ -1,0 +1,200 @@
+"""The FastAPI application: items API, /health, /ready, /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from . import __version__
+from .breaker import CircuitBreaker, CircuitOpenError
+from .cache import CACHE_FAILURES, TOMBSTONE, Cache
+from .config import Config
+from .db import DB_FAILURES, Database
+from .metrics import Metrics
+from .readiness import Check, Readiness, storage_probe
+
+log = logging.getLogger("hastack_app")
+
+
+class ItemIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def item_key(item_id: int) -> str:
+    return f"item:{item_id}"
+
+
+class Services:
+    """Everything one app instance holds; built from the config, nothing global."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.db_breaker = CircuitBreaker(
+            "database", config.db_breaker, failure_types=DB_FAILURES, on_change=self._breaker_changed
+        )
+        self.cache_breaker = CircuitBreaker(
+            "cache", config.cache_breaker, failure_types=CACHE_FAILURES, on_change=self._breaker_changed
+        )
+        self.db = Database(config, self.db_breaker)
+        self.cache = Cache(config, self.cache_breaker, self.metrics)
+        self.readiness = Readiness(
+            [
+                Check("database", True, self.db.ping, self.db_breaker),
+                Check("storage", True, storage_probe(config.storage_path)),
+                Check("cache", False, self.cache.ping, self.cache_breaker),
+            ],
+            timeout_s=config.ready_check_timeout_s,
+            cache_s=config.ready_cache_s,
+            metrics=self.metrics,
+        )
+        self.started = time.monotonic()
+
+    def _breaker_changed(self, name: str, state: Any) -> None:
+        self.metrics.breaker_changed(name, state)
+        log.warning("circuit breaker state changed", extra={"breaker": name, "state": state.name})
+
+    async def start(self) -> None:
+        await self.db.open()
+        await self.cache.start()
+
+    async def close(self) -> None:
+        await self.cache.close()
+        await self.db.close()
+
+
+def create_app(config: Config) -> FastAPI:
+    services = Services(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await services.start()
+        log.info("started", extra={"listen": f"{config.listen_host}:{config.listen_port}", "version": __version__})
+        try:
+            yield
+        finally:
+            await services.close()
+            log.info("stopped")
+
+    app = FastAPI(title="hastack app", version=__version__, lifespan=lifespan)
+    app.state.services = services
+    metrics = services.metrics
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        t0 = time.monotonic()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            metrics.observe_request(request.method, path, status, time.monotonic() - t0)
+
+    @app.exception_handler(CircuitOpenError)
+    async def breaker_open(request: Request, exc: CircuitOpenError) -> JSONResponse:
+        return JSONResponse(
+            {"error": "service unavailable", "detail": str(exc)},
+            status_code=503,
+            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+        )
+
+    @app.exception_handler(psycopg.Error)
+    async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
+        if isinstance(exc, DB_FAILURES):
+            log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]})
+            return JSONResponse({"error": "database unavailable", "detail": type(exc).__name__}, status_code=503)
+        log.error("database error", extra={"path": request.url.path, "error": repr(exc)[:300]})
+        return JSONResponse({"error": "database error", "detail": type(exc).__name__}, status_code=500)
+
+    @app.exception_handler(TimeoutError)
+    async def timeout_error(request: Request, exc: TimeoutError) -> JSONResponse:
+        log.warning("database timeout", extra={"path": request.url.path})
+        return JSONResponse({"error": "database unavailable", "detail": "timeout"}, status_code=503)
+
+    # -- probes ----------------------------------------------------------------
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness: the process answers and its event loop turns (no dependency checks)."""
+        t0 = time.monotonic()
+        await asyncio.sleep(0)
+        return {
+            "status": "ok",
+            "instance": config.instance,
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - services.started, 1),
+            "loop_turn_ms": round((time.monotonic() - t0) * 1000, 3),
+        }
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        code, body = await services.readiness.evaluate()
+        body["instance"] = config.instance
+        body["cache_invalidation"] = {
+            "subscribed": services.cache.subscribed,
+            "master": services.cache.subscribed_to,
+            "subscriptions": services.cache.resubscriptions,
+            "pending_invalidations": len(services.cache._pending),
+        }
+        return JSONResponse(body, status_code=code)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
+
+    # -- items -------------------------------------------------------------------
+    @app.post("/items", status_code=201)
+    async def create_item(item: ItemIn) -> dict[str, Any]:
+        row = await services.db.create(item.name, item.data)
+        await services.cache.write(item_key(row["id"]), row)
+        return row
+
+    @app.get("/items")
+    async def list_items(limit: int = Query(50, ge=1, le=500), after: int = Query(0, ge=0)) -> dict[str, Any]:
+        rows = await services.db.list(limit, after)
+        return {"items": rows, "next_after": rows[-1]["id"] if len(rows) == limit else None}
+
+    @app.get("/items/{item_id}")
+    async def get_item(item_id: int, response: Response) -> dict[str, Any]:
+        key = item_key(item_id)
+        cached = await services.cache.get(key)
+        if cached is not None:
+            if cached == TOMBSTONE:
+                raise HTTPException(404, f"item {item_id} not found")
+            response.headers["X-Cache"] = "hit"
+            return cached
+        row = await services.db.get(item_id)
+        response.headers["X-Cache"] = "miss"
+        if row is None:
+            raise HTTPException(404, f"item {item_id} not found")
+        await services.cache.fill(key, row)
+        return row
+
+    @app.put("/items/{item_id}")
+    async def update_item(item_id: int, item: ItemIn) -> dict[str, Any]:
+        row = await services.db.update(item_id, item.name, item.data)
+        if row is None:
+            raise HTTPException(404, f"item {item_id} not found")
+        await services.cache.write(item_key(item_id), row)
+        return row
+
+    @app.delete("/items/{item_id}", status_code=204)
+    async def delete_item(item_id: int) -> Response:
+        if not await services.db.delete(item_id):
+            raise HTTPException(404, f"item {item_id} not found")
+        await services.cache.write(item_key(item_id), TOMBSTONE)
+        return Response(status_code=204)
+
+    return app

@@ -1,0 +1,293 @@
+#!/usr/bin/env python3
+"""Load through the app's load balancer: a benchmark, and drills under load.
+
+    # requests/s and p50/p99 for cached reads and for writes (not a test)
+    .venv/bin/python tools/app_load.py bench --url http://127.42.0.30:8080
+
+    # load while a drill playbook breaks PostgreSQL or Redis; reports every 5xx
+    # and where it fell against the drill's failover window
+    .venv/bin/python tools/app_load.py drill --url http://127.42.0.30:8080 \\
+        --playbook playbooks/drill_postgres.yml -e drill=kill
+
+The load is asyncio + httpx: ``--concurrency`` workers, each paced to
+``--rate / concurrency`` requests per second (0: as fast as they can), mixing
+reads of a working set of items (cached after their first write) with writes
+(PUT of an item of the set, or POST of a new one). Every request is recorded
+with its wall-clock start, latency and status (or transport error).
+
+Drill mode runs the drill playbook (the PostgreSQL/Redis drill engine writes
+its own report with the disruption's events) while the load runs, keeps the
+load ``--tail-s`` seconds after the playbook ends, and writes
+``<out>/app-drill-<UTC>.json`` with: requests, 5xx and transport errors, the
+first and last failure, the failover window from the drill's events
+(disrupt_start .. new_leader), and the failures after the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import glob
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Sample:
+    t: float  # wall clock at start
+    kind: str  # read | write
+    latency: float
+    status: int  # 0: transport error
+    error: str | None = None
+
+
+@dataclass
+class Load:
+    url: str
+    concurrency: int
+    rate: float
+    write_ratio: float
+    items: int
+    timeout: float
+    samples: list[Sample] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    async def prepare(self, client: httpx.AsyncClient) -> None:
+        """Create the working set (its first write puts each item into the cache)."""
+        for i in range(self.items):
+            r = await client.post("/items", json={"name": f"load-{i}", "data": {"i": i}})
+            r.raise_for_status()
+            self.ids.append(r.json()["id"])
+
+    async def worker(self, client: httpx.AsyncClient, n: int) -> None:
+        period = self.concurrency / self.rate if self.rate > 0 else 0.0
+        rnd = random.Random(n)
+        next_t = time.monotonic() + rnd.random() * period
+        while not self.stop.is_set():
+            if period:
+                delay = next_t - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                next_t += period
+            write = rnd.random() < self.write_ratio
+            item = rnd.choice(self.ids)
+            t_wall, t0 = time.time(), time.monotonic()
+            try:
+                if write:
+                    r = await client.put(f"/items/{item}", json={"name": f"load-{item}", "data": {"n": n}})
+                else:
+                    r = await client.get(f"/items/{item}")
+                self.samples.append(Sample(t_wall, "write" if write else "read", time.monotonic() - t0, r.status_code))
+            except httpx.HTTPError as exc:
+                self.samples.append(
+                    Sample(t_wall, "write" if write else "read", time.monotonic() - t0, 0, type(exc).__name__)
+                )
+
+    async def run(self, duration: float | None, ready: threading.Event | None = None) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        async with httpx.AsyncClient(base_url=self.url, timeout=self.timeout, limits=limits) as client:
+            await self.prepare(client)
+            if ready:
+                ready.set()
+            if duration is not None:
+                asyncio.get_running_loop().call_later(duration, self.stop.set)
+            await asyncio.gather(*(self.worker(client, n) for n in range(self.concurrency)))
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(samples: list[Sample], kind: str | None = None) -> dict[str, Any]:
+    rows = [s for s in samples if kind is None or s.kind == kind]
+    if not rows:
+        return {"requests": 0}
+    span = max(s.t + s.latency for s in rows) - min(s.t for s in rows)
+    ok = [s.latency for s in rows if 200 <= s.status < 400]
+    by_status: dict[str, int] = {}
+    for s in rows:
+        key = str(s.status) if s.status else f"error:{s.error}"
+        by_status[key] = by_status.get(key, 0) + 1
+    return {
+        "requests": len(rows),
+        "requests_per_s": round(len(rows) / span, 1) if span > 0 else None,
+        "by_status": dict(sorted(by_status.items())),
+        "p50_ms": round(percentile(ok, 0.50) * 1000, 2) if ok else None,
+        "p99_ms": round(percentile(ok, 0.99) * 1000, 2) if ok else None,
+        "max_ms": round(max(ok) * 1000, 2) if ok else None,
+    }
+
+
+def failures(samples: list[Sample]) -> list[Sample]:
+    """5xx answers and transport errors (what a user would call a failure)."""
+    return [s for s in samples if s.status == 0 or s.status >= 500]
+
+
+def iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+# -- bench -----------------------------------------------------------------------
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": args.url, "concurrency": args.concurrency, "duration_s": args.duration}
+    for name, ratio in (("cached_reads", 0.0), ("writes", 1.0)):
+        load = Load(args.url, args.concurrency, 0, ratio, args.items, args.timeout)
+        # warm-up: connections, the working set in every instance's local tier
+        asyncio.run(load.run(min(3.0, args.duration)))
+        load.samples.clear()
+        load.stop.clear()
+        load.items = 0
+
+        async def measured(load: Load = load) -> None:
+            ids = list(load.ids)
+            load.ids = ids
+            limits = httpx.Limits(max_connections=load.concurrency, max_keepalive_connections=load.concurrency)
+            async with httpx.AsyncClient(base_url=load.url, timeout=load.timeout, limits=limits) as client:
+                asyncio.get_running_loop().call_later(args.duration, load.stop.set)
+                await asyncio.gather(*(load.worker(client, n) for n in range(load.concurrency)))
+
+        asyncio.run(measured())
+        out[name] = summarize(load.samples)
+        print(f"{name:13s} {json.dumps(out[name])}", flush=True)
+    return out
+
+
+# -- drill -----------------------------------------------------------------------
+def drill_events(report_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The drill engine's report (JSON) and its events by name (first of each)."""
+    reports = sorted(p for p in glob.glob(str(report_dir / "*.json")))
+    if not reports:
+        return None, {}
+    path = Path(reports[-1])
+    report = json.loads(path.read_text())
+    events: dict[str, Any] = {}
+    stack: list[Any] = [report]
+    while stack:  # the events list sits inside the report; find it wherever it is
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "event" in node and "t_wall" in node and isinstance(node["t_wall"], int | float):
+                events.setdefault(node["event"], node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return path, events
+
+
+def drill(args: argparse.Namespace) -> dict[str, Any]:
+    report_dir = Path(args.out) / "raw" / f"app-drill-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout)
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(load.run(None, ready)), daemon=True)
+    thread.start()
+    if not ready.wait(60):
+        raise SystemExit("app_load: could not create the working set through the load balancer within 60 s")
+    time.sleep(args.baseline_s)
+    t_play = time.time()
+    cmd = ["ansible-playbook", args.playbook, "-e", f"drill_report_dir={report_dir}"]
+    for extra in args.e:
+        cmd += ["-e", extra]
+    play = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=False, timeout=args.playbook_timeout_s)
+    t_play_end = time.time()
+    time.sleep(args.tail_s)
+    load.stop.set()
+    thread.join(30)
+
+    report_path, events = drill_events(report_dir)
+    start = events.get("disrupt_start", {}).get("t_wall")
+    recovered = events.get("new_leader", {}).get("t_wall")
+    fails = failures(load.samples)
+    after = [s for s in fails if recovered is not None and s.t > recovered]
+    result: dict[str, Any] = {
+        "playbook": " ".join(cmd),
+        "playbook_rc": play.returncode,
+        "drill_report": str(report_path) if report_path else None,
+        "load": {"url": args.url, "concurrency": args.concurrency, "rate": args.rate, "write_ratio": args.write_ratio},
+        "requests": len(load.samples),
+        "summary": summarize(load.samples),
+        "reads": summarize(load.samples, "read"),
+        "writes": summarize(load.samples, "write"),
+        "failures": len(fails),
+        "failures_5xx": sum(1 for s in fails if s.status >= 500),
+        "failures_transport": sum(1 for s in fails if s.status == 0),
+        "failure_first": iso(min((s.t for s in fails), default=None)),
+        "failure_last": iso(max((s.t + s.latency for s in fails), default=None)),
+        "failure_span_s": round(max(s.t + s.latency for s in fails) - min(s.t for s in fails), 2) if fails else 0,
+        "failover_window": {
+            "disrupt_start": iso(start),
+            "new_leader": iso(recovered),
+            "seconds": round(recovered - start, 2) if start and recovered else None,
+        },
+        "failures_before_window": sum(1 for s in fails if start is not None and s.t + s.latency < start),
+        "failures_after_window": len(after),
+        "failures_after_window_last": iso(max((s.t + s.latency for s in after), default=None)),
+        # seconds from the end of the window to the last failure after it (0: none after)
+        "failures_after_window_s": round(max(s.t + s.latency for s in after) - recovered, 2) if after else 0.0,
+        "failures_after_window_by_kind": {k: sum(1 for s in after if s.kind == k) for k in ("read", "write")},
+        "failed_reads": sum(1 for s in fails if s.kind == "read"),
+        "failed_writes": sum(1 for s in fails if s.kind == "write"),
+        "load_window": {
+            "start": iso(load.samples[0].t) if load.samples else None,
+            "playbook": iso(t_play),
+            "playbook_end": iso(t_play_end),
+        },
+    }
+    out = Path(args.out) / f"app-drill-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t_play))}.json"
+    out.write_text(json.dumps(result, indent=2))
+    result["written"] = str(out)
+    if play.returncode != 0:
+        sys.stderr.write(play.stdout[-4000:] + play.stderr[-2000:])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    for name in ("bench", "drill"):
+        p = sub.add_parser(name)
+        p.add_argument("--url", required=True, help="the load balancer, e.g. http://127.42.0.30:8080")
+        p.add_argument("--concurrency", type=int, default=16 if name == "bench" else 8)
+        p.add_argument("--items", type=int, default=200, help="working set (created first)")
+        p.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")
+        p.add_argument("--out", default=str(REPO / "reports"))
+    b = sub.choices["bench"]
+    b.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
+    d = sub.choices["drill"]
+    d.add_argument("--playbook", required=True)
+    d.add_argument("-e", action="append", default=[], help="extra vars for the playbook (repeatable)")
+    d.add_argument("--rate", type=float, default=100.0, help="requests per second in total")
+    d.add_argument("--write-ratio", type=float, default=0.2)
+    d.add_argument("--baseline-s", type=float, default=3.0)
+    d.add_argument("--tail-s", type=float, default=10.0, help="load kept after the playbook ended")
+    d.add_argument("--playbook-timeout-s", type=float, default=900)
+    args = parser.parse_args(argv)
+    os.chdir(REPO)
+    result = bench(args) if args.mode == "bench" else drill(args)
+    print(json.dumps(result, indent=2))
+    if args.mode == "drill":
+        return 0 if result["playbook_rc"] == 0 else 1
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
