@@ -304,6 +304,36 @@ def k8s_manifest_problems(objects: Any, runtime_labels: list[str] | None = None)
     return problems
 
 
+def k8s_schema_problems(objects: Any, version: str, strict: bool = True) -> list[str]:
+    """Objects that do not validate against the Kubernetes schemas of ``version``.
+
+    Uses the schemas kubernetes-validate ships (offline). Strict: a field the
+    schema does not know is a problem. ``objects`` may also be a dict of
+    name -> object (the name is then used in the lines).
+    """
+    try:
+        import kubernetes_validate  # only this filter needs it
+    except ImportError as error:
+        raise AnsibleFilterError(
+            "k8s_schema_problems needs the Python package kubernetes-validate on the controller (requirements.txt)"
+        ) from error
+    named = objects.items() if isinstance(objects, dict) else ((_ref(o), o) for o in _resources(objects, "x"))
+    problems = []
+    for name, obj in named:
+        try:
+            kubernetes_validate.validate(obj, str(version), strict=strict)
+        except kubernetes_validate.ValidationError as error:
+            where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+            problems.append(f"{name}: {where}: {error.message} (Kubernetes {version}, strict={strict})")
+        except kubernetes_validate.SchemaNotFoundError:
+            problems.append(f"{name}: no schema for {obj.get('kind')} {obj.get('apiVersion')} in Kubernetes {version}")
+        except kubernetes_validate.utils.VersionNotSupportedError:
+            problems.append(f"{name}: kubernetes-validate has no schemas for Kubernetes {version}")
+        except (KeyError, TypeError) as error:
+            problems.append(f"{name}: not a Kubernetes object ({error})")
+    return problems
+
+
 # --- live verdicts ------------------------------------------------------------
 
 
@@ -410,6 +440,7 @@ class FilterModule:
             "k8s_spread_problems": k8s_spread_problems,
             "k8s_container_problems": k8s_container_problems,
             "k8s_manifest_problems": k8s_manifest_problems,
+            "k8s_schema_problems": k8s_schema_problems,
             "zone_skew": zone_skew,
             "pdb_headroom": pdb_headroom,
             "k8s_rollout_problems": k8s_rollout_problems,

@@ -16,6 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from ansible_collections.hastack.ha.plugins.filter.k8s import k8s_schema_problems
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "k8s" / "rendered"
 # EKS standard support at the time of writing; each must be shipped by the
@@ -72,3 +73,30 @@ def test_misplaced_probe_field_fails() -> None:
     obj["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["path"] = "/readiness"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(obj, VERSIONS[-1], strict=True)
+
+
+# --- the filter the role ha_k8s runs before it writes anything -------------
+
+
+def test_schema_filter_passes_the_rendered_objects() -> None:
+    objects = {p.name: load(p) for p in FILES}
+    for version in VERSIONS:
+        assert k8s_schema_problems(objects, version) == []
+
+
+def test_schema_filter_names_object_path_and_error() -> None:
+    obj = statefulset()
+    obj["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = ["500m"]
+    problems = k8s_schema_problems({"50-statefulset.yml": obj}, "1.33")
+    assert len(problems) == 1
+    assert problems[0].startswith("50-statefulset.yml: spec/template/spec/containers/0/resources/requests/cpu: ")
+
+
+def test_schema_filter_unknown_field_and_kind() -> None:
+    obj = statefulset()
+    obj["spec"]["podManagementPolicyy"] = "OrderedReady"
+    assert len(k8s_schema_problems([obj], "1.35")) == 1
+    assert k8s_schema_problems([obj], "1.35", strict=False) == []
+    assert k8s_schema_problems([{"apiVersion": "v1", "kind": "Nope", "metadata": {"name": "x"}}], "1.33") == [
+        "Nope/x: no schema for Nope v1 in Kubernetes 1.33"
+    ]
