@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv lab verify destroy test lint unit molecule integration clean
+.PHONY: all venv lab verify destroy test lint unit molecule integration clean checkov checkov-venv
 
 all: lab
 
@@ -24,6 +24,21 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 venv: $(VENV)/.installed
+
+# checkov has pins that conflict with ours: its own venv, built with our uv.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_VERSION := 3.3.30
+$(CHECKOV_VENV)/.installed: $(VENV)/.installed
+	$(BIN)/uv venv -q --allow-existing --python python3 $(CHECKOV_VENV)
+	$(BIN)/uv pip install -q --python $(CHECKOV_VENV)/bin/python checkov==$(CHECKOV_VERSION)
+	touch $@
+
+checkov-venv: $(CHECKOV_VENV)/.installed
+
+# checkov over the unit tests' rendered manifests (the render scenario checks
+# they are what the templates render now, and runs checkov on its own render).
+checkov: checkov-venv
+	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --directory tests/unit/fixtures/k8s/rendered
 
 lab: venv
 	$(BIN)/ansible-playbook site.yml
@@ -46,8 +61,10 @@ unit: venv
 	dpkg -s $(UNIT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(UNIT_PACKAGES); }
 	$(BIN)/pytest -q tests/unit
 
-# Each scenario deploys its own lab on its own address block, then removes it.
-molecule: venv
+# Each scenario deploys its own lab on its own address block, then removes it;
+# the render scenario renders the Kubernetes manifests and validates them
+# (kubernetes-validate, checkov, semantic filters; no cluster).
+molecule: venv checkov-venv
 	for scenario in $$(ls molecule/*/molecule.yml | xargs -n1 dirname | xargs -n1 basename); do \
 	  $(BIN)/molecule test -s $$scenario; \
 	done
@@ -58,4 +75,4 @@ integration: venv
 test: lint unit molecule integration
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .pytest_cache .ruff_cache build
