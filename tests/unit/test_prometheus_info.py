@@ -160,7 +160,7 @@ def test_module_reports_targets_groups_alerts_and_alertmanager(capsys, stack):
     health = {(t["job"], t["node"]): t["health"] for t in monitoring["targets"]}
     assert health == {("alertmanager", "mon"): "up", ("prometheus", "mon"): "up", ("postgres", "node-a"): "down"}
     assert sorted(g["name"] for g in monitoring["rule_groups"]) == sorted(GROUPS)
-    assert sum(g["rules"] for g in monitoring["rule_groups"]) == 31
+    assert sum(g["rules"] for g in monitoring["rule_groups"]) == 32
     assert monitoring["config_reload_successful"] is True
     alertmanager = monitoring["alertmanager"]
     assert alertmanager["reachable"] and alertmanager["config_loaded"], alertmanager
