@@ -70,10 +70,7 @@ def app_pg() -> Iterator[Any]:
         server.sql(f"CREATE DATABASE {APP_DB_NAME} OWNER {APP_DB_USER}")
         yield server
     finally:
-        if server.running():
-            with contextlib.suppress(subprocess.SubprocessError):
-                server.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
+        server.destroy()
 
 
 @pytest.fixture

@@ -124,6 +124,13 @@ class PgServer:
     def running(self) -> bool:
         return (self.data / "postmaster.pid").exists()
 
+    def destroy(self) -> None:
+        """Stop it (immediate) if it runs and remove its directory; never raises."""
+        if self.running():
+            with contextlib.suppress(subprocess.SubprocessError):
+                self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
     # -- access ------------------------------------------------------------
     def conninfo(self, **extra: str | int) -> str:
         """TCP conninfo without the password (tests pass it apart, like the modules)."""
@@ -180,10 +187,7 @@ def pg_server() -> Iterator[PgServer]:
         server.start()
         yield server
     finally:
-        if server.running():
-            with contextlib.suppress(subprocess.SubprocessError):
-                server.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
+        server.destroy()
 
 
 @pytest.fixture
@@ -198,10 +202,7 @@ def pg_standby(pg: PgServer) -> Iterator[PgServer]:
         standby.start()
         yield standby
     finally:
-        if standby.running():
-            with contextlib.suppress(subprocess.SubprocessError):
-                standby.stop("immediate")
-        shutil.rmtree(base, ignore_errors=True)
+        standby.destroy()
 
 
 @pytest.fixture
