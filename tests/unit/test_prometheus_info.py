@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 RECEIVER = REPO / "roles" / "prometheus_alertmanager" / "files" / "alert_receiver.py"
 GROUPS = [
     "hastack.meta", "hastack.node", "hastack.postgres", "hastack.redis",
-    "hastack.kubernetes", "hastack.app", "hastack.slo.recording", "hastack.slo",
+    "hastack.kubernetes", "hastack.app", "hastack.slo",
 ]  # fmt: skip
 
 pytestmark = pytest.mark.skipif(
