@@ -1,0 +1,119 @@
+"""A failed or cancelled connect closes its socket at once, without GC.
+
+The "mute" server here accepts TCP connections and never answers, so a
+connect to it waits after its startup packet until it times out or is
+cancelled. psycopg 3.3's own AsyncConnection then keeps the attempt open
+until Python's cyclic garbage collector runs (a reference cycle through a
+failed attempt's traceback); the app's Connection must close it when the
+error is raised. Seen on the lab: sockets of such connects finished their
+handshake when a partition healed, and the demoting primary's shutdown
+waited 60 s for them (see hastack_app.db.Connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "app"))
+from hastack_app.db import Connection
+
+ADDR = "127.78.3.1"
+
+
+@pytest.fixture
+def mute_port() -> Iterator[tuple[socket.socket, int]]:
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((ADDR, 0))
+    srv.listen(16)
+    srv.settimeout(5)
+    yield srv, srv.getsockname()[1]
+    srv.close()
+
+
+@pytest.fixture
+def refused_port() -> int:
+    """A port nothing listens on: that attempt fails at once."""
+    with socket.socket() as s:
+        s.bind((ADDR, 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def no_gc() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
+    gc.collect()
+
+
+def peer_state(srv: socket.socket) -> bytes | None:
+    """What the mute server's side sees after the client gave up: b"" when the
+    client closed its socket, None while it is still open."""
+    conn, _ = srv.accept()
+    with conn:
+        conn.settimeout(1)
+        assert conn.recv(4096), "the client sent no startup packet"
+        try:
+            return conn.recv(4096)
+        except TimeoutError:
+            return None
+
+
+def timed_out(cls: type[psycopg.AsyncConnection], port: int) -> str:
+    async def attempt() -> str:
+        try:
+            await cls.connect(f"host={ADDR} port={port} user=app dbname=app connect_timeout=1")
+        except psycopg.OperationalError as ex:
+            return type(ex).__name__
+        return "connected"
+
+    return asyncio.run(attempt())
+
+
+def cancelled(cls: type[psycopg.AsyncConnection], refused: int, port: int) -> str:
+    """Multi-host: the first host refuses, the probe gives up on the second."""
+
+    async def attempt() -> str:
+        ci = f"host={ADDR},{ADDR} port={refused},{port} user=app dbname=app connect_timeout=10"
+        try:
+            await asyncio.wait_for(cls.connect(ci), 1.0)
+        except TimeoutError as ex:
+            return type(ex).__name__
+        return "connected"
+
+    return asyncio.run(attempt())
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_timed_out_connect_closes_its_socket(mute_port: tuple[socket.socket, int]) -> None:
+    srv, port = mute_port
+    assert timed_out(Connection, port) == "ConnectionTimeout"
+    assert peer_state(srv) == b""
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_cancelled_connect_closes_its_socket(mute_port: tuple[socket.socket, int], refused_port: int) -> None:
+    srv, port = mute_port
+    assert cancelled(Connection, refused_port, port) == "TimeoutError"
+    assert peer_state(srv) == b""
+
+
+@pytest.mark.usefixtures("no_gc")
+def test_psycopg_alone_keeps_them_open_until_gc(mute_port: tuple[socket.socket, int], refused_port: int) -> None:
+    """The control, proving the two tests above can fail. When a psycopg
+    release breaks the cycle itself this fails, and Connection can go."""
+    srv, port = mute_port
+    assert timed_out(psycopg.AsyncConnection, port) == "ConnectionTimeout"
+    assert peer_state(srv) is None
+    assert cancelled(psycopg.AsyncConnection, refused_port, port) == "TimeoutError"
+    assert peer_state(srv) is None
