@@ -81,7 +81,7 @@ molecule: venv checkov-venv
 	    fi'
 
 integration: venv
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q --durations=0 tests/integration
 
 test: lint unit molecule integration
 
