@@ -11,6 +11,7 @@ never meets a lab. Costs about 10 s (Prometheus evaluates every second here).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -18,6 +19,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from ansible_collections.hastack.ha.plugins.modules import prometheus_info
 from monitoring_templates import render_alertmanager, render_rules
 
 REPO = Path(__file__).resolve().parents[2]
+NOTIFY_PLAYBOOK = REPO / "playbooks" / "notify.yml"
 RECEIVER = REPO / "roles" / "prometheus_alertmanager" / "files" / "alert_receiver.py"
 GROUPS = [
     "hastack.meta", "hastack.node", "hastack.postgres", "hastack.redis",
@@ -209,28 +212,62 @@ def test_module_fails_naming_prometheus_when_it_does_not_answer(capsys):
     assert "unreachable" in result["msg"]
 
 
-def test_watchdog_reaches_the_lab_receiver_through_alertmanager(capsys, stack):
-    """Prometheus -> Alertmanager (the role's routes) -> receiver -> JSON lines."""
-    scraped(capsys, stack)
-    end = time.monotonic() + 30
+def wait_notification(stack: dict[str, Any], alertname: str, deadline_s: float = 30) -> tuple[dict, dict]:
+    """The first notification the lab receiver recorded with an alert ``alertname``, and that alert."""
+    end = time.monotonic() + deadline_s
     while True:
         lines = stack["notifications"].read_text().splitlines() if stack["notifications"].exists() else []
         records = [json.loads(line) for line in lines]
-        watchdog = [
-            r for r in records
-            if any(a["labels"]["alertname"] == "Watchdog" for a in r["notification"]["alerts"])
+        found = [
+            (r, a) for r in records for a in r["notification"]["alerts"] if a["labels"]["alertname"] == alertname
         ]  # fmt: skip
-        if watchdog:
-            break
+        if found:
+            return found[0]
         if time.monotonic() > end:
             with urllib.request.urlopen(stack["alertmanager"] + "/api/v2/alerts", timeout=3) as response:
                 known = json.loads(response.read())
-            pytest.fail(f"no Watchdog notification recorded: {records}; Alertmanager holds {known}")
+            pytest.fail(f"no {alertname} notification recorded: {records}; Alertmanager holds {known}")
         time.sleep(0.5)
-    record = watchdog[0]
+
+
+def test_watchdog_reaches_the_lab_receiver_through_alertmanager(capsys, stack):
+    """Prometheus -> Alertmanager (the role's routes) -> receiver -> JSON lines."""
+    scraped(capsys, stack)
+    record, _ = wait_notification(stack, "Watchdog")
     assert isinstance(record["received_at"], float)
     assert record["notification"]["receiver"] == "lab"
     assert record["notification"]["status"] == "firing"
+
+
+def test_notify_playbook_reaches_the_lab_receiver_through_alertmanager(stack, tmp_path):
+    """playbooks/notify.yml (the AWX workflow's failure path) -> Alertmanager -> receiver."""
+    port = int(stack["alertmanager"].rsplit(":", 1)[1])
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(json.dumps({"all": {"children": {"monitoring": {"hosts": {"mon": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "ha_address": "127.0.0.1", "prometheus_alertmanager_alertmanager_port": port}}}}}}))  # fmt: skip
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(inventory), str(NOTIFY_PLAYBOOK),
+         "-e", json.dumps({"awx_workflow_job_name": "hastack deploy and verify", "awx_workflow_job_id": 42})],
+        capture_output=True, text=True, timeout=120, cwd=REPO,
+        env={**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg")},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+
+    _, alert = wait_notification(stack, "HastackRolloutFailed")
+    assert alert["labels"] == {
+        "alertname": "HastackRolloutFailed", "severity": "warning", "team": "infra", "source": "awx",
+    }  # fmt: skip
+    assert alert["annotations"]["summary"] == "AWX workflow hastack deploy and verify (job 42) failed"
+    assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#hastackrolloutfailed")
+    assert alert["status"] == "firing"
+    # it resolves by itself an hour later (notify_duration_s)
+    with urllib.request.urlopen(stack["alertmanager"] + "/api/v2/alerts?filter=alertname%3DHastackRolloutFailed",
+                                timeout=3) as response:
+        (posted,) = json.loads(response.read())
+    starts = datetime.fromisoformat(posted["startsAt"].replace("Z", "+00:00"))
+    ends = datetime.fromisoformat(posted["endsAt"].replace("Z", "+00:00"))
+    assert 3590 <= (ends - starts).total_seconds() <= 3610
 
 
 def test_filter_rejects_the_wrong_input():
