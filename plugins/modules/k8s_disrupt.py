@@ -55,7 +55,9 @@ options:
     type: str
     default: ""
   target_label:
-    description: One label (key and value) that marks the target among the candidates, for example Patroni's C(role) V(primary).
+    description:
+      - One label (key and value) that marks the target among the candidates,
+        for example Patroni's C(role) V(primary).
     type: dict
     default: {}
   node:
