@@ -17,6 +17,7 @@ on k8s_info-shaped objects; the requests have never been sent to a cluster.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,3 +163,191 @@ def eviction_outcome(status: int, body: dict[str, Any] | None = None) -> str:
         return "gone"
     message = (body or {}).get("message", "")
     return f"error: HTTP {status} {message}".rstrip()
+
+
+# --- the disruptions, run against an API client -------------------------------
+#
+# ``api`` is anything with ``request(method, path, body=None, content_type=None,
+# query=None) -> (status, body)``: the module's client over the Python package
+# ``kubernetes``, or a fake in the unit tests. Errors are returned, not raised,
+# by the client; these functions turn them into DrillTargetError / results.
+
+
+class RealClock:
+    """Wall time for the drill's events, monotonic time for durations."""
+
+    @staticmethod
+    def wall() -> float:
+        return time.time()
+
+    @staticmethod
+    def monotonic() -> float:
+        return time.monotonic()
+
+    @staticmethod
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds)
+
+
+class K8sRequestError(RuntimeError):
+    """The API server refused a request the drill needs."""
+
+
+def _call(api: Any, request: dict[str, Any], ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
+    status, body = api.request(
+        request["method"], request["path"], body=request.get("body"), content_type=request.get("content_type")
+    )
+    if status not in ok:
+        message = (body or {}).get("message", "")
+        raise K8sRequestError(f"{request['method']} {request['path']}: HTTP {status} {message}".rstrip())
+    return body or {}
+
+
+def list_pods(api: Any, namespace: str | None = None, **query: str) -> list[dict[str, Any]]:
+    """Pods of a namespace (or all), filtered by labelSelector / fieldSelector."""
+    path = f"/api/v1/namespaces/{namespace}/pods" if namespace else "/api/v1/pods"
+    status, body = api.request("GET", path, query={k: v for k, v in query.items() if v})
+    if status != 200:
+        raise K8sRequestError(f"GET {path} {query}: HTTP {status} {(body or {}).get('message', '')}".rstrip())
+    return list((body or {}).get("items") or [])
+
+
+def list_nodes(api: Any) -> list[dict[str, Any]]:
+    status, body = api.request("GET", "/api/v1/nodes")
+    if status != 200:
+        raise K8sRequestError(f"GET /api/v1/nodes: HTTP {status} {(body or {}).get('message', '')}".rstrip())
+    return list((body or {}).get("items") or [])
+
+
+def choose_pod(pods: list[dict[str, Any]], name: str = "", label: dict[str, str] | None = None) -> dict[str, Any]:
+    """The target pod: by name, or the one live pod with the label (Patroni's role=primary)."""
+    if name:
+        found = [p for p in pods if _meta(p).get("name") == name and not _meta(p).get("deletionTimestamp")]
+        if not found:
+            names = ", ".join(sorted(_meta(p).get("name", "?") for p in pods)) or "none"
+            raise DrillTargetError(f"no live pod named {name!r}; pods: {names}")
+        return found[0]
+    if not label or len(label) != 1:
+        raise DrillTargetError("name a pod, or give exactly one label key=value that marks the target")
+    ((key, value),) = label.items()
+    return pod_with_label(pods, key, value)
+
+
+def kill(api: Any, pod: dict[str, Any], clock: Any) -> dict[str, Any]:
+    """Delete the pod with grace period 0 (its uid as precondition); when it was sent."""
+    meta = _meta(pod)
+    t_wall = clock.wall()
+    _call(api, kill_request(pod), ok=(200, 202))
+    return {
+        "pod": meta.get("name"),
+        "uid": meta.get("uid"),
+        "node": (pod.get("spec") or {}).get("nodeName"),
+        "t_wall": t_wall,
+    }
+
+
+@dataclass
+class DrainResult:
+    nodes: list[str]
+    cordoned: list[str]
+    evicted: list[str]
+    gone: list[str]
+    blocked: list[str]
+    skipped: list[tuple[str, str]]
+    retries: int
+    t_wall: float
+    duration_s: float
+
+    @property
+    def complete(self) -> bool:
+        return not self.blocked
+
+
+def drain(
+    api: Any,
+    nodes: list[dict[str, Any]],
+    clock: Any,
+    timeout_s: float = 120.0,
+    retry_interval_s: float = 5.0,
+) -> DrainResult:
+    """Drain ``nodes`` as kubectl drain does: cordon them all, then evict their pods.
+
+    Every pod of the drain plan is evicted through the Eviction API; a 429
+    (its PodDisruptionBudget allows no disruption now) is retried every
+    ``retry_interval_s`` until ``timeout_s`` after the start, then the pod is
+    reported blocked. Any other refusal raises K8sRequestError (the nodes stay
+    cordoned: the heal uncordons them).
+    """
+    start, t_wall = clock.monotonic(), clock.wall()
+    names = [_meta(n).get("name", "") for n in nodes]
+    cordoned = []
+    for node in nodes:
+        _call(api, cordon_request(node))
+        cordoned.append(_meta(node).get("name", ""))
+    plans = [drain_plan(n, list_pods(api, fieldSelector=f"spec.nodeName={_meta(n).get('name', '')}")) for n in nodes]
+    pending = [e for p in plans for e in p.evict]
+    evicted, gone, retries = [], [], 0
+    while pending:
+        waiting = []
+        for request in pending:
+            status, body = api.request(request["method"], request["path"], body=request["body"])
+            outcome = eviction_outcome(status, body)
+            name = f"{request['body']['metadata']['namespace']}/{request['body']['metadata']['name']}"
+            if outcome == "evicted":
+                evicted.append(name)
+            elif outcome == "gone":
+                gone.append(name)
+            elif outcome == "retry":
+                waiting.append(request)
+            else:
+                raise K8sRequestError(f"evicting {name}: {outcome}")
+        pending = waiting
+        if pending:
+            if clock.monotonic() - start + retry_interval_s > timeout_s:
+                break
+            retries += 1
+            clock.sleep(retry_interval_s)
+    blocked = [f"{r['body']['metadata']['namespace']}/{r['body']['metadata']['name']}" for r in pending]
+    return DrainResult(
+        nodes=names,
+        cordoned=cordoned,
+        evicted=evicted,
+        gone=gone,
+        blocked=blocked,
+        skipped=[s for p in plans for s in p.skipped],
+        retries=retries,
+        t_wall=t_wall,
+        duration_s=round(clock.monotonic() - start, 3),
+    )
+
+
+def uncordon_request(node_name: str) -> dict[str, Any]:
+    """PATCH that makes the node schedulable again (the heal of a drain)."""
+    return {
+        "method": "PATCH",
+        "path": f"/api/v1/nodes/{node_name}",
+        "content_type": "application/strategic-merge-patch+json",
+        "body": {"spec": {"unschedulable": False}},
+    }
+
+
+def uncordon(api: Any, node_names: list[str]) -> list[str]:
+    for name in node_names:
+        _call(api, uncordon_request(name))
+    return list(node_names)
+
+
+def drain_targets(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], node: str = "", zone: str = "",
+                  pod: dict[str, Any] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """The nodes to drain: one by name, every node of a zone, or the target pod's node."""
+    if sum(bool(x) for x in (node, zone, pod)) != 1:
+        raise DrillTargetError("drain needs exactly one of node, zone or a target pod")
+    if zone:
+        return nodes_in_zone(nodes, zone)
+    name = node or ((pod or {}).get("spec") or {}).get("nodeName", "")
+    if pod is not None and not name:
+        raise DrillTargetError(f"pod {_meta(pod).get('name')} is not scheduled on a node")
+    found = [n for n in nodes if _meta(n).get("name") == name]
+    if not found:
+        raise DrillTargetError(f"no node named {name!r}")
+    return found

@@ -35,7 +35,12 @@ def test_matrix_is_shipped_offline() -> None:
 
 
 def test_every_role_is_covered() -> None:
-    assert {p.parent.name for p in FILES} == {"patroni_postgres", "redis_sentinel"}
+    assert {p.parent.name for p in FILES} == {
+        "patroni_postgres",
+        "redis_sentinel",
+        "prometheus_alertmanager",
+        "app_backend",
+    }
 
 
 @pytest.mark.parametrize("version", VERSIONS)

@@ -1,0 +1,279 @@
+#!/usr/bin/python
+# Copyright: hastack developers
+# Apache License 2.0 (see galaxy.yml)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: k8s_disrupt
+short_description: Disrupt a Kubernetes workload for a drill (pod kill with grace 0, node drain, uncordon)
+version_added: 0.1.0
+description:
+  - The Kubernetes disruptions of the drill engine (the hosts platform kills, stops, freezes
+    and partitions processes instead).
+  - O(action=kill) deletes one pod with grace period 0 and its uid as precondition (its
+    processes get SIGKILL; the StatefulSet or Deployment recreates it). The pod is named
+    (O(pod)) or found by one label (O(target_label), for example Patroni's C(role=primary)).
+  - O(action=drain) cordons the node(s), then evicts their pods through the Eviction API, as
+    C(kubectl drain) does (DaemonSet, mirror, finished and terminating pods are left alone). A
+    PodDisruptionBudget that allows no disruption answers HTTP 429; such a pod is retried every
+    O(retry_interval_s) until O(eviction_timeout_s), then reported in RV(blocked) and the task
+    fails. The nodes are one by name (O(node)), all of a zone (O(zone)), or the node of the
+    target pod.
+  - O(action=uncordon) makes the named nodes schedulable again (the drill's heal).
+  - Needs the Python package C(kubernetes) on the controller, which requirements.txt does not
+    install. B(Never run against a cluster by this project); its logic is unit-tested against a
+    fake API client (tests/unit/test_k8s_disrupt.py).
+  - Check mode reports what would be deleted, evicted or cordoned and sends nothing.
+author:
+  - hastack developers
+options:
+  action:
+    description: What to do.
+    type: str
+    required: true
+    choices: [kill, drain, uncordon]
+  kubeconfig:
+    description: Kubeconfig of the cluster.
+    type: path
+    required: true
+  context:
+    description: Context in the kubeconfig; empty uses its current context.
+    type: str
+    default: ""
+  namespace:
+    description: Namespace of the target pod.
+    type: str
+    default: hastack
+  pod:
+    description: Name of the target pod (kill; drain of its node).
+    type: str
+    default: ""
+  label_selector:
+    description: Label selector of the candidate pods, for example V(cluster-name=hastack).
+    type: str
+    default: ""
+  target_label:
+    description:
+      - One label (key and value) that marks the target among the candidates,
+        for example Patroni's C(role) V(primary).
+    type: dict
+    default: {}
+  node:
+    description: Node to drain, or (uncordon) a node to make schedulable.
+    type: str
+    default: ""
+  nodes:
+    description: Nodes to uncordon (RV(cordoned) of the drain).
+    type: list
+    elements: str
+    default: []
+  zone:
+    description: Drain every node of this zone (label C(topology.kubernetes.io/zone)).
+    type: str
+    default: ""
+  eviction_timeout_s:
+    description: Seconds a drain keeps retrying evictions refused with HTTP 429 before it gives up.
+    type: float
+    default: 120
+  retry_interval_s:
+    description: Seconds between two rounds of evictions refused with HTTP 429.
+    type: float
+    default: 5
+"""
+
+EXAMPLES = r"""
+- name: Kill the Patroni primary (grace period 0)
+  hastack.ha.k8s_disrupt:
+    action: kill
+    kubeconfig: ~/.kube/eks
+    namespace: hastack
+    label_selector: cluster-name=hastack
+    target_label: {role: primary}
+  register: killed
+
+- name: Drain the node of a Redis pod through the Eviction API
+  hastack.ha.k8s_disrupt:
+    action: drain
+    kubeconfig: ~/.kube/eks
+    namespace: hastack
+    pod: hastack-redis-0
+  register: drained
+
+- name: Heal the drain
+  hastack.ha.k8s_disrupt:
+    action: uncordon
+    kubeconfig: ~/.kube/eks
+    nodes: "{{ drained.cordoned }}"
+"""
+
+RETURN = r"""
+t_wall:
+  description: Wall-clock time (Unix seconds) when the first request of the disruption was sent.
+  returned: kill, drain
+  type: float
+pod:
+  description: The target pod (kill, drain by pod).
+  returned: when a pod was the target
+  type: str
+node:
+  description: The node of the killed pod.
+  returned: kill
+  type: str
+nodes:
+  description: The drained nodes.
+  returned: drain
+  type: list
+  elements: str
+cordoned:
+  description: The nodes this task cordoned (drain) or uncordoned (uncordon); give them to O(nodes) of the heal.
+  returned: drain, uncordon
+  type: list
+  elements: str
+evicted:
+  description: Pods evicted (namespace/name).
+  returned: drain
+  type: list
+  elements: str
+blocked:
+  description: Pods whose eviction was still refused (HTTP 429) at O(eviction_timeout_s).
+  returned: drain
+  type: list
+  elements: str
+skipped:
+  description: Pods the drain left alone, each with the reason.
+  returned: drain
+  type: list
+  elements: list
+retries:
+  description: Rounds of evictions retried after HTTP 429.
+  returned: drain
+  type: int
+duration_s:
+  description: Seconds the drain took.
+  returned: drain
+  type: float
+"""
+
+import json  # noqa: E402
+import traceback  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill  # noqa: E402
+
+try:
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+
+    KUBERNETES_IMPORT_ERROR = None
+except ImportError:
+    KUBERNETES_IMPORT_ERROR = traceback.format_exc()
+
+
+class KubernetesApi:
+    """request(method, path, body, content_type, query) -> (status, body) over the kubernetes package."""
+
+    def __init__(self, kubeconfig: str, context: str, timeout_s: float = 10.0) -> None:
+        self.client = k8s_config.new_client_from_config(config_file=kubeconfig, context=context or None)
+        self.timeout_s = timeout_s
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        content_type: str | None = None,
+        query: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, Any]]:
+        try:
+            data, status, _headers = self.client.call_api(
+                path,
+                method,
+                query_params=list((query or {}).items()),
+                header_params={"Accept": "application/json", "Content-Type": content_type or "application/json"},
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=False,
+                _request_timeout=self.timeout_s,
+            )
+            return status, data or {}
+        except ApiException as error:
+            try:
+                payload = json.loads(error.body or "{}")
+            except ValueError:
+                payload = {"message": str(error.body)}
+            return error.status, payload
+
+
+def run(module: Any, api: Any, clock: Any) -> dict[str, Any]:
+    """The module's logic over an API client (the unit tests pass a fake one)."""
+    p = module.params
+    action, check = p["action"], module.check_mode
+    if action == "uncordon":
+        names = [n for n in [*p["nodes"], p["node"]] if n]
+        if not names:
+            raise k8s_drill.DrillTargetError("uncordon needs nodes or node")
+        return {"changed": True, "cordoned": names if check else k8s_drill.uncordon(api, names)}
+    pod = None
+    if p["pod"] or p["target_label"]:
+        pods = k8s_drill.list_pods(api, p["namespace"], labelSelector=p["label_selector"])
+        pod = k8s_drill.choose_pod(pods, p["pod"], p["target_label"])
+    if action == "kill":
+        if pod is None:
+            raise k8s_drill.DrillTargetError("kill needs pod or target_label")
+        meta = pod["metadata"]
+        if check:
+            return {"changed": True, "pod": meta["name"], "node": pod.get("spec", {}).get("nodeName"), "t_wall": None}
+        return {"changed": True, **k8s_drill.kill(api, pod, clock)}
+    nodes = k8s_drill.drain_targets(k8s_drill.list_nodes(api), [], node=p["node"], zone=p["zone"], pod=pod)
+    if check:
+        return {"changed": True, "nodes": [n["metadata"]["name"] for n in nodes], "t_wall": None}
+    result = k8s_drill.drain(api, nodes, clock, p["eviction_timeout_s"], p["retry_interval_s"])
+    out = {"changed": True, **vars(result), "skipped": [list(s) for s in result.skipped]}
+    if pod is not None:
+        out["pod"] = pod["metadata"]["name"]
+    if not result.complete:
+        out["failed"] = True
+        out["msg"] = (
+            f"drain of {', '.join(result.nodes)} incomplete after {p['eviction_timeout_s']} s: the "
+            f"PodDisruptionBudget of {', '.join(result.blocked)} still allows no disruption (HTTP 429). "
+            f"The nodes stay cordoned: uncordon {', '.join(result.cordoned)} (the drill's heal does)."
+        )
+    return out
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "action": {"type": "str", "required": True, "choices": ["kill", "drain", "uncordon"]},
+            "kubeconfig": {"type": "path", "required": True},
+            "context": {"type": "str", "default": ""},
+            "namespace": {"type": "str", "default": "hastack"},
+            "pod": {"type": "str", "default": ""},
+            "label_selector": {"type": "str", "default": ""},
+            "target_label": {"type": "dict", "default": {}},
+            "node": {"type": "str", "default": ""},
+            "nodes": {"type": "list", "elements": "str", "default": []},
+            "zone": {"type": "str", "default": ""},
+            "eviction_timeout_s": {"type": "float", "default": 120.0},
+            "retry_interval_s": {"type": "float", "default": 5.0},
+        },
+        supports_check_mode=True,
+    )
+    if KUBERNETES_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    try:
+        api = KubernetesApi(module.params["kubeconfig"], module.params["context"])
+        result = run(module, api, k8s_drill.RealClock())
+    except (k8s_drill.DrillTargetError, k8s_drill.K8sRequestError) as error:
+        module.fail_json(msg=f"{module.params['action']}: {error}")
+    if result.pop("failed", False):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""hastack.ha.k8s_disrupt: the Kubernetes drill disruptions against a fake API server.
+
+The fake holds k8s_info-shaped objects (fixtures/k8s/live/healthy.json: 3
+zones x 2 nodes, the Patroni pods with Patroni's role labels, plus an
+aws-node DaemonSet pod and a static pod on the primary's node) and answers
+the requests as the API server does: DELETE with a uid precondition, PATCH of
+a node, GET of pods by field and label selector, and POST of an Eviction that
+a PodDisruptionBudget may refuse with HTTP 429. No cluster exists here: the
+module's client over the ``kubernetes`` package has never sent a request.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill
+from ansible_collections.hastack.ha.plugins.modules import k8s_disrupt
+from test_k8s_drill import extra_pods
+
+LIVE = Path(__file__).resolve().parent / "fixtures" / "k8s" / "live"
+PRIMARY_NODE = "ip-10-0-1-11.eu-west-1.compute.internal"
+PDB_429 = {"kind": "Status", "reason": "TooManyRequests", "code": 429,
+           "message": "Cannot evict pod as it would violate the pod's disruption budget."}  # fmt: skip
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def wall(self) -> float:
+        return 1_795_000_000.0 + self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeApi:
+    """The part of the API server the disruptions use."""
+
+    def __init__(self, pdb_refusals: dict[str, int] | None = None) -> None:
+        data = json.loads((LIVE / "healthy.json").read_text(encoding="utf-8"))
+        self.nodes = {n["metadata"]["name"]: n for n in data["nodes"]["resources"]}
+        self.pods = {p["metadata"]["name"]: p for p in data["pods"]["resources"] + extra_pods(PRIMARY_NODE)}
+        # pod name -> how many evictions its PDB still refuses (a large number: always)
+        self.pdb_refusals = dict(pdb_refusals or {})
+        self.log: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, body: Any = None, content_type: str | None = None,
+                query: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
+        self.log.append((method, path))
+        parts = path.strip("/").split("/")
+        if method == "GET" and path == "/api/v1/nodes":
+            return 200, {"kind": "NodeList", "items": list(self.nodes.values())}
+        if method == "GET" and parts[-1] == "pods":
+            return 200, {"kind": "PodList", "items": self._select(parts, query or {})}
+        if method == "PATCH" and parts[:3] == ["api", "v1", "nodes"]:
+            assert content_type == "application/strategic-merge-patch+json"
+            self.nodes[parts[3]].setdefault("spec", {}).update(body["spec"])
+            return 200, self.nodes[parts[3]]
+        if method == "DELETE" and parts[-2] == "pods":
+            pod = self.pods.get(parts[-1])
+            if pod is None:
+                return 404, {"reason": "NotFound", "message": f'pods "{parts[-1]}" not found'}
+            if body["preconditions"]["uid"] != pod["metadata"]["uid"]:
+                return 409, {"reason": "Conflict", "message": "Precondition failed: UID in precondition"}
+            assert body["gracePeriodSeconds"] == 0
+            del self.pods[parts[-1]]
+            return 200, pod
+        if method == "POST" and parts[-1] == "eviction":
+            name = parts[-2]
+            if name not in self.pods:
+                return 404, {"reason": "NotFound"}
+            assert body["kind"] == "Eviction" and body["metadata"]["name"] == name
+            if self.pdb_refusals.get(name, 0) > 0:
+                self.pdb_refusals[name] -= 1
+                return 429, PDB_429
+            del self.pods[name]
+            return 201, {"kind": "Status", "status": "Success"}
+        raise AssertionError(f"unexpected request {method} {path}")
+
+    def _select(self, parts: list[str], query: dict[str, str]) -> list[dict[str, Any]]:
+        pods = list(self.pods.values())
+        if len(parts) == 5:  # /api/v1/namespaces/<ns>/pods
+            pods = [p for p in pods if p["metadata"]["namespace"] == parts[3]]
+        if "fieldSelector" in query:
+            key, value = query["fieldSelector"].split("=")
+            assert key == "spec.nodeName"
+            pods = [p for p in pods if p.get("spec", {}).get("nodeName") == value]
+        for term in filter(None, query.get("labelSelector", "").split(",")):
+            key, value = term.split("=")
+            pods = [p for p in pods if p["metadata"].get("labels", {}).get(key) == value]
+        return copy.deepcopy(pods)
+
+
+def module(check_mode: bool = False, **params: Any) -> SimpleNamespace:
+    defaults = {"action": "kill", "kubeconfig": "/dev/null", "context": "", "namespace": "hastack", "pod": "",
+                "label_selector": "", "target_label": {}, "node": "", "nodes": [], "zone": "",
+                "eviction_timeout_s": 120.0, "retry_interval_s": 5.0}  # fmt: skip
+    return SimpleNamespace(params={**defaults, **params}, check_mode=check_mode)
+
+
+def test_kill_deletes_the_primary_with_grace_zero() -> None:
+    api, clock = FakeApi(), FakeClock()
+    result = k8s_disrupt.run(
+        module(label_selector="cluster-name=hastack", target_label={"role": "primary"}), api, clock
+    )
+    assert (result["pod"], result["node"], result["t_wall"]) == ("hastack-0", PRIMARY_NODE, clock.wall())
+    assert "hastack-0" not in api.pods and "hastack-1" in api.pods
+    assert api.log[-1] == ("DELETE", "/api/v1/namespaces/hastack/pods/hastack-0")
+
+
+def test_kill_in_check_mode_sends_nothing() -> None:
+    api = FakeApi()
+    result = k8s_disrupt.run(module(check_mode=True, pod="hastack-2"), api, FakeClock())
+    assert result["pod"] == "hastack-2" and [m for m, _ in api.log] == ["GET"]
+
+
+def test_kill_of_a_replaced_pod_is_refused_by_the_uid_precondition() -> None:
+    api = FakeApi()
+    pod = copy.deepcopy(api.pods["hastack-1"])
+    api.pods["hastack-1"]["metadata"]["uid"] = "a-successor-with-the-same-name"
+    with pytest.raises(k8s_drill.K8sRequestError, match="HTTP 409 Precondition failed"):
+        k8s_drill.kill(api, pod, FakeClock())
+    assert "hastack-1" in api.pods
+
+
+def test_kill_of_an_unknown_pod_names_the_pods_there_are() -> None:
+    with pytest.raises(k8s_drill.DrillTargetError, match="no live pod named 'hastack-9'; pods: "):
+        k8s_disrupt.run(module(pod="hastack-9"), FakeApi(), FakeClock())
+
+
+def test_drain_of_the_primarys_node_cordons_and_evicts_only_what_drain_evicts() -> None:
+    api = FakeApi()
+    result = k8s_disrupt.run(module(action="drain", pod="hastack-0"), api, FakeClock())
+    assert result["nodes"] == result["cordoned"] == [PRIMARY_NODE]
+    assert api.nodes[PRIMARY_NODE]["spec"]["unschedulable"] is True
+    assert result["evicted"] == ["hastack/hastack-0"] and result["blocked"] == []
+    assert result["skipped"] == [
+        ["kube-system/aws-node-7k2xq", "DaemonSet pod"],
+        [f"kube-system/node-probe-{PRIMARY_NODE}", "mirror (static) pod"],
+    ]
+    # cordon first, then the eviction
+    assert [m for m, _ in api.log].index("PATCH") < [m for m, _ in api.log].index("POST")
+    assert "aws-node-7k2xq" in api.pods and "failed" not in result
+
+
+def test_drain_waits_out_a_pdb_that_refuses_twice() -> None:
+    api, clock = FakeApi(pdb_refusals={"hastack-0": 2}), FakeClock()
+    result = k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE, retry_interval_s=5.0), api, clock)
+    assert result["evicted"] == ["hastack/hastack-0"] and result["retries"] == 2
+    assert result["duration_s"] == 10.0 and "failed" not in result
+
+
+def test_drain_blocked_by_a_pdb_fails_and_leaves_the_node_cordoned() -> None:
+    api = FakeApi(pdb_refusals={"hastack-0": 10**6})
+    result = k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE, eviction_timeout_s=30.0), api, FakeClock())
+    assert result["failed"] is True and result["blocked"] == ["hastack/hastack-0"]
+    # attempts at 0, 5, ..., 30 s: six retries, never past the timeout
+    assert result["duration_s"] == 30.0 and result["retries"] == 6
+    assert "still allows no disruption (HTTP 429)" in result["msg"] and PRIMARY_NODE in result["msg"]
+    assert api.nodes[PRIMARY_NODE]["spec"]["unschedulable"] is True and "hastack-0" in api.pods
+    healed = k8s_disrupt.run(module(action="uncordon", nodes=result["cordoned"]), api, FakeClock())
+    assert healed["cordoned"] == [PRIMARY_NODE] and api.nodes[PRIMARY_NODE]["spec"]["unschedulable"] is False
+
+
+def test_drain_of_a_zone_drains_both_of_its_nodes() -> None:
+    api = FakeApi()
+    result = k8s_disrupt.run(module(action="drain", zone="eu-west-1b"), api, FakeClock())
+    assert result["nodes"] == ["ip-10-0-2-11.eu-west-1.compute.internal", "ip-10-0-2-12.eu-west-1.compute.internal"]
+    assert result["evicted"] == ["hastack/hastack-1"]
+    assert all(api.nodes[n]["spec"]["unschedulable"] for n in result["nodes"])
+
+
+def test_an_eviction_error_other_than_429_stops_the_drain() -> None:
+    class TwoPdbs(FakeApi):
+        def request(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, Any]]:
+            if method == "POST":
+                return 500, {"message": "This pod has more than one PodDisruptionBudget"}
+            return super().request(method, path, body, **kw)
+
+    with pytest.raises(k8s_drill.K8sRequestError, match="evicting hastack/hastack-0: error: HTTP 500 This pod has"):
+        k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE), TwoPdbs(), FakeClock())
+
+
+def test_drain_needs_exactly_one_target() -> None:
+    with pytest.raises(k8s_drill.DrillTargetError, match="exactly one of node, zone or a target pod"):
+        k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE, zone="eu-west-1a"), FakeApi(), FakeClock())
