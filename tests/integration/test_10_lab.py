@@ -32,8 +32,10 @@ def _supervised(prefix: str) -> dict[str, str]:
 def _snapshot(lab_name: str, net: str) -> dict:
     """Everything a failed preflight must leave untouched."""
     files = {}
-    for pattern in (f"/etc/hastack/{lab_name}-*/*", f"/etc/supervisor/conf.d/{lab_name}-*"):
-        for path in sorted(glob.glob(pattern)):
+    for pattern in (f"/etc/hastack/{lab_name}-*/**", f"/etc/supervisor/conf.d/{lab_name}-*"):
+        for path in sorted(glob.glob(pattern, recursive=True)):
+            if not Path(path).is_file():  # the app's and the exporters' directories
+                continue
             data = Path(path).read_bytes()
             files[path] = (hashlib.sha256(data).hexdigest(), Path(path).stat().st_mtime_ns)
     return {
