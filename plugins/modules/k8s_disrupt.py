@@ -22,8 +22,8 @@ description:
     fails. The nodes are one by name (O(node)), all of a zone (O(zone)), or the node of the
     target pod.
   - O(action=uncordon) makes the named nodes schedulable again (the drill's heal).
-  - Needs the Python package C(kubernetes) on the controller, which requirements.txt does not
-    install. B(Never run against a cluster by this project); its logic is unit-tested against a
+  - Needs the Python package C(kubernetes) on the controller (requirements.txt pins it).
+    B(Never run against a cluster by this project); its logic is unit-tested against a
     fake API client (tests/unit/test_k8s_disrupt.py).
   - Check mode reports what would be deleted, evicted or cordoned and sends nothing.
 author:
