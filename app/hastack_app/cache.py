@@ -116,6 +116,13 @@ class Cache:
                 "password": config.redis_sentinel_password,
                 "socket_timeout": self.timeout,
                 "socket_connect_timeout": self.timeout,
+                # No retry per sentinel: the next sentinel is the retry. redis-py
+                # retries a refused connection 3 times with backoff (about 3.7 s
+                # in 8.1), longer than every budget here, so with the first
+                # sentinel of the list down (its zone lost) discovery was
+                # cancelled before it reached the second, every time, and the
+                # cache stayed down for as long as that sentinel (zone drill).
+                "retry": Retry(NoBackoff(), 0),
             },
             **conn,
         )

@@ -54,6 +54,13 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture
+def dead_endpoint() -> str:
+    """host:port where nothing listens (a member whose node is gone): refused at once."""
+    host = "127.78.1.9"
+    return f"{host}:{free_port(host)}"
+
+
 @pytest.fixture(scope="session")
 def app_pg() -> Iterator[Any]:
     """PostgreSQL with the app's role and database (the app creates its table)."""

@@ -131,3 +131,17 @@ def test_cache_follows_a_sentinel_failover_and_resubscribes(make_app, redis_lab)
     got = app.get(f"/items/{item['id']}")
     assert got.status_code == 200 and got.headers["X-Cache"] == "hit"
     assert isinstance(httpx.get(f"{app.url}/health").json()["uptime_s"], float)
+
+
+def test_cache_works_while_the_first_sentinel_of_the_list_is_down(make_app, redis_lab, dead_endpoint) -> None:
+    """A zone outage takes a sentinel with it; the list still names it first.
+    Discovery must move on to the next sentinel within the readiness budget (1 s)
+    and the cache budget (3 s), not retry the dead one (the zone drill found the
+    cache down for the whole outage)."""
+    host, port = redis_lab.address("sentinel")
+    app = make_app("dead-sentinel", REDIS_SENTINELS=f"{dead_endpoint},{host}:{port}")
+    app.wait(lambda: app.get("/ready").json()["checks"]["cache"]["state"] == "ok", 10, "cache ok")
+    assert app.get("/ready").json()["status"] == "ready"
+    item = app.client.post("/items", json={"name": "dead-first-sentinel"}).json()
+    got = app.get(f"/items/{item['id']}")
+    assert got.status_code == 200 and got.headers["X-Cache"] == "hit"
