@@ -27,19 +27,26 @@ def prometheus_problems(
     severities: Iterable[str] = ("critical",),
     allowed_firing: Iterable[str] = FIRING_ALLOWED,
     require_alertmanager: bool = True,
+    down_nodes: Iterable[str] = (),
 ) -> list[str]:
     """One line per problem; empty when every target is up, every expected group
     loaded and healthy, nothing of the given severities fires (bar allowed_firing),
-    the last reload succeeded and Alertmanager answers with a loaded config."""
+    the last reload succeeded and Alertmanager answers with a loaded config.
+
+    ``down_nodes``: nodes known to be down (verify.yml's verify_hosts_down, during
+    an outage): their targets may be down and alerts about them may fire."""
     if not isinstance(monitoring, dict) or "targets" not in monitoring:
         raise AnsibleFilterError(
             "prometheus_problems: expected the 'monitoring' key of hastack.ha.prometheus_info's "
             f"result, got {type(monitoring).__name__}"
         )
+    if isinstance(down_nodes, str) or not all(isinstance(n, str) for n in down_nodes):
+        raise AnsibleFilterError(f"prometheus_problems: down_nodes must be a list of node names, got {down_nodes!r}")
+    down = set(down_nodes)
     problems: list[str] = []
     targets = monitoring.get("targets") or []
     for target in targets:
-        if target.get("health") != "up":
+        if target.get("health") != "up" and target.get("node") not in down:
             error = f": {target['last_error']}" if target.get("last_error") else ""
             problems.append(f"target {_where(target)} is {target.get('health', 'unknown')}{error}")
     jobs = {t.get("job") for t in targets}
@@ -60,8 +67,10 @@ def prometheus_problems(
     wanted = set(severities)
     allowed = set(allowed_firing)
     for alert in monitoring.get("alerts") or []:
+        labels = alert.get("labels") or {}
+        if labels.get("node") in down:
+            continue
         if alert.get("state") == "firing" and alert.get("severity") in wanted and alert.get("name") not in allowed:
-            labels = alert.get("labels") or {}
             where = ", ".join(f"{k}={labels[k]}" for k in ("node", "instance", "scope", "cluster") if k in labels)
             problems.append(
                 f"{alert.get('severity')} alert {alert.get('name')} firing"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ansible.errors import AnsibleFilterError
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.hastack.ha.plugins.filter.prometheus import prometheus_problems
 from ansible_collections.hastack.ha.plugins.modules import prometheus_info
@@ -179,6 +180,24 @@ def test_filter_names_the_down_target_and_nothing_else(capsys, stack):
     assert len(problems) == 1, problems
     assert problems[0].startswith(f"target postgres on node-a ({stack['dead']}) is down: ")
     assert "connection refused" in problems[0]
+
+
+def test_filter_allows_the_targets_and_alerts_of_nodes_known_down(capsys, stack):
+    monitoring = scraped(capsys, stack)["monitoring"]
+    # an alert about the dead node, and one about another node, both critical and firing
+    alerts = [
+        {"name": "NodeDown", "state": "firing", "severity": "critical", "labels": {"node": "node-a"}},
+        {"name": "NodeDown", "state": "firing", "severity": "critical", "labels": {"node": "node-b"}},
+    ]
+    monitoring = {**monitoring, "alerts": [*monitoring["alerts"], *alerts]}
+
+    problems = prometheus_problems(monitoring, expected_groups=GROUPS, down_nodes=["node-a"])
+
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("critical alert NodeDown firing (node=node-b)"), problems
+    assert len(prometheus_problems(monitoring, expected_groups=GROUPS)) == 3
+    with pytest.raises(AnsibleFilterError, match="down_nodes must be a list of node names"):
+        prometheus_problems(monitoring, down_nodes="node-a")
 
 
 def test_filter_flags_missing_groups_jobs_and_critical_alerts(capsys, stack):
