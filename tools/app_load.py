@@ -15,6 +15,11 @@ reads of a working set of items (cached after their first write) with writes
 (PUT of an item of the set, or POST of a new one). Every request is recorded
 with its wall-clock start, latency and status (or transport error).
 
+    # load until a file appears, every request kept (playbooks/drill_zone.yml
+    # starts it in the background and reads it back for its report)
+    .venv/bin/python tools/app_load.py record --url http://127.42.0.30:8080 \\
+        --stop-file /tmp/zone/stop --output /tmp/zone/app.json
+
 Drill mode runs the drill playbook (the PostgreSQL/Redis drill engine writes
 its own report with the disruption's events) while the load runs, keeps the
 load ``--tail-s`` seconds after the playbook ends, and writes
@@ -259,10 +264,44 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# -- record ------------------------------------------------------------------------
+def record(args: argparse.Namespace) -> dict[str, Any]:
+    """Load until --stop-file exists (or --max-s); write every request to --output."""
+    stop_file = Path(args.stop_file)
+    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout)
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(load.run(None, ready)), daemon=True)
+    thread.start()
+    if not ready.wait(60):
+        raise SystemExit("app_load: could not create the working set through the load balancer within 60 s")
+    t_start = time.time()
+    deadline = time.monotonic() + args.max_s
+    while not stop_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    load.stop.set()
+    thread.join(args.timeout + 5)
+    samples = sorted(load.samples, key=lambda s: s.t)
+    result: dict[str, Any] = {
+        "format": "hastack-app-load/1",
+        "url": args.url,
+        "load": {"concurrency": args.concurrency, "rate": args.rate, "write_ratio": args.write_ratio},
+        "started_at": t_start,
+        "stopped_at": time.time(),
+        "stopped_by": "stop_file" if stop_file.exists() else "max_s",
+        "summary": summarize(samples),
+        # [wall-clock start, kind, latency s, HTTP status (0: transport error), error]
+        "samples": [[round(s.t, 4), s.kind, round(s.latency, 4), s.status, s.error] for s in samples],
+    }
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result))
+    return {k: v for k, v in result.items() if k != "samples"} | {"written": str(out)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
-    for name in ("bench", "drill"):
+    for name in ("bench", "drill", "record"):
         p = sub.add_parser(name)
         p.add_argument("--url", required=True, help="the load balancer, e.g. http://127.42.0.30:8080")
         p.add_argument("--concurrency", type=int, default=16 if name == "bench" else 8)
@@ -279,9 +318,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--baseline-s", type=float, default=3.0)
     d.add_argument("--tail-s", type=float, default=10.0, help="load kept after the playbook ended")
     d.add_argument("--playbook-timeout-s", type=float, default=900)
+    r = sub.choices["record"]
+    r.add_argument("--stop-file", required=True, help="the load stops when this file exists")
+    r.add_argument("--output", required=True, help="JSON file: every request and a summary")
+    r.add_argument("--max-s", type=float, default=1800, help="stop anyway after this many seconds")
+    r.add_argument("--rate", type=float, default=60.0, help="requests per second in total")
+    r.add_argument("--write-ratio", type=float, default=0.2)
     args = parser.parse_args(argv)
     os.chdir(REPO)
-    result = bench(args) if args.mode == "bench" else drill(args)
+    result = {"bench": bench, "drill": drill, "record": record}[args.mode](args)
     print(json.dumps(result, indent=2))
     if args.mode == "drill":
         return 0 if result["playbook_rc"] == 0 else 1
