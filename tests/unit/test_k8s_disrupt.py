@@ -5,7 +5,9 @@ zones x 2 nodes, the Patroni pods with Patroni's role labels, plus an
 aws-node DaemonSet pod and a static pod on the primary's node) and answers
 the requests as the API server does: DELETE with a uid precondition, PATCH of
 a node, GET of pods by field and label selector, and POST of an Eviction that
-a PodDisruptionBudget may refuse with HTTP 429. No cluster exists here: the
+a PodDisruptionBudget may refuse with HTTP 429. The zone kill runs on
+test_k8s_drill.zone_cluster() (Redis, Sentinel, app, DaemonSet, static,
+terminating and evicted pods over 3 zones). No cluster exists here: the
 module's client over the ``kubernetes`` package has never sent a request.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import pytest
 from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill
 from ansible_collections.hastack.ha.plugins.modules import k8s_disrupt
-from test_k8s_drill import extra_pods
+from test_k8s_drill import DAEMONS, SYSTEM_NODE, ZONE_A, daemon_pod, extra_pods, zone_cluster
 
 LIVE = Path(__file__).resolve().parent / "fixtures" / "k8s" / "live"
 PRIMARY_NODE = "ip-10-0-1-11.eu-west-1.compute.internal"
@@ -45,13 +48,19 @@ class FakeClock:
 class FakeApi:
     """The part of the API server the disruptions use."""
 
-    def __init__(self, pdb_refusals: dict[str, int] | None = None) -> None:
-        data = json.loads((LIVE / "healthy.json").read_text(encoding="utf-8"))
-        self.nodes = {n["metadata"]["name"]: n for n in data["nodes"]["resources"]}
-        self.pods = {p["metadata"]["name"]: p for p in data["pods"]["resources"] + extra_pods(PRIMARY_NODE)}
+    def __init__(self, pdb_refusals: dict[str, int] | None = None, cluster: dict[str, Any] | None = None) -> None:
+        if cluster is None:
+            data = json.loads((LIVE / "healthy.json").read_text(encoding="utf-8"))
+            cluster = {
+                "nodes": data["nodes"]["resources"],
+                "pods": data["pods"]["resources"] + extra_pods(PRIMARY_NODE),
+            }
+        self.nodes = {n["metadata"]["name"]: n for n in copy.deepcopy(cluster["nodes"])}
+        self.pods = {p["metadata"]["name"]: p for p in copy.deepcopy(cluster["pods"])}
         # pod name -> how many evictions its PDB still refuses (a large number: always)
         self.pdb_refusals = dict(pdb_refusals or {})
         self.log: list[tuple[str, str]] = []
+        self.deletes: list[tuple[str, dict[str, Any]]] = []  # (path, DeleteOptions)
 
     def request(self, method: str, path: str, body: Any = None, content_type: str | None = None,
                 query: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
@@ -66,8 +75,9 @@ class FakeApi:
             self.nodes[parts[3]].setdefault("spec", {}).update(body["spec"])
             return 200, self.nodes[parts[3]]
         if method == "DELETE" and parts[-2] == "pods":
+            self.deletes.append((path, body))
             pod = self.pods.get(parts[-1])
-            if pod is None:
+            if pod is None or pod["metadata"]["namespace"] != parts[3]:
                 return 404, {"reason": "NotFound", "message": f'pods "{parts[-1]}" not found'}
             if body["preconditions"]["uid"] != pod["metadata"]["uid"]:
                 return 409, {"reason": "Conflict", "message": "Precondition failed: UID in precondition"}
@@ -76,7 +86,7 @@ class FakeApi:
             return 200, pod
         if method == "POST" and parts[-1] == "eviction":
             name = parts[-2]
-            if name not in self.pods:
+            if name not in self.pods or self.pods[name]["metadata"]["namespace"] != parts[3]:
                 return 404, {"reason": "NotFound"}
             assert body["kind"] == "Eviction" and body["metadata"]["name"] == name
             if self.pdb_refusals.get(name, 0) > 0:
@@ -87,7 +97,8 @@ class FakeApi:
         raise AssertionError(f"unexpected request {method} {path}")
 
     def _select(self, parts: list[str], query: dict[str, str]) -> list[dict[str, Any]]:
-        pods = list(self.pods.values())
+        # the API server lists in key order: namespace, then name
+        pods = sorted(self.pods.values(), key=lambda p: (p["metadata"]["namespace"], p["metadata"]["name"]))
         if len(parts) == 5:  # /api/v1/namespaces/<ns>/pods
             pods = [p for p in pods if p["metadata"]["namespace"] == parts[3]]
         if "fieldSelector" in query:
@@ -190,6 +201,156 @@ def test_an_eviction_error_other_than_429_stops_the_drain() -> None:
         k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE), TwoPdbs(), FakeClock())
 
 
-def test_drain_needs_exactly_one_target() -> None:
-    with pytest.raises(k8s_drill.DrillTargetError, match="exactly one of node, zone or a target pod"):
-        k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE, zone="eu-west-1a"), FakeApi(), FakeClock())
+@pytest.mark.parametrize(
+    "targets",
+    [{"node": PRIMARY_NODE, "zone": "eu-west-1a"}, {"pod": "hastack-0", "target_label": {"role": "primary"}}, {}],
+)
+def test_drain_needs_exactly_one_target(targets: dict[str, Any]) -> None:
+    api = FakeApi()
+    expected = "drain needs exactly one of node, zone, pod, target_label; got " + (
+        ", ".join(f"{k}={v!r}" for k, v in targets.items()) or "none"
+    )
+    with pytest.raises(k8s_drill.DrillTargetError, match=f"^{re.escape(expected)}$"):
+        k8s_disrupt.run(module(action="drain", **targets), api, FakeClock())
+    assert api.log == []
+
+
+def test_drain_of_an_unknown_zone_names_the_zones_there_are_and_cordons_nothing() -> None:
+    api = FakeApi()
+    with pytest.raises(k8s_drill.DrillTargetError, match=r"no node in zone 'eu-west-1d' \(label topology"):
+        k8s_disrupt.run(module(action="drain", zone="eu-west-1d"), api, FakeClock())
+    assert [m for m, _ in api.log] == ["GET"]
+
+
+# --- kill of a zone: every pod of the namespace on the zone's nodes ----------
+
+ZONE_A_HASTACK = ["hastack/hastack-0", "hastack/hastack-app-7c9f8d6b5d-4xk2p", "hastack/hastack-redis-0",
+                  "hastack/hastack-sentinel-0"]  # fmt: skip
+
+
+def zone_api() -> FakeApi:
+    return FakeApi(cluster=zone_cluster())
+
+
+def test_kill_of_a_zone_deletes_every_pod_there_with_grace_zero_and_its_uid() -> None:
+    api, clock = zone_api(), FakeClock()
+    listed = {p["metadata"]["name"]: p["metadata"]["uid"] for p in api.pods.values()}
+    result = k8s_disrupt.run(module(zone="eu-west-1a"), api, clock)
+    assert result["pods"] == ZONE_A_HASTACK and result["gone"] == result["errors"] == []
+    # the node of the multi-zone node group is in the zone too (its app pod is killed)
+    assert result["nodes"] == [*ZONE_A, SYSTEM_NODE] and result["zone"] == "eu-west-1a"
+    assert result["skipped"] == [
+        ["hastack/hastack-app-5b8d7c6f4e-h2j7k", "already terminating"],
+        ["hastack/hastack-app-7c9f8d6b5d-zz9k1", "finished"],
+    ]
+    assert api.deletes == [
+        (
+            f"/api/v1/namespaces/{name.replace('/', '/pods/')}",
+            {
+                "apiVersion": "v1",
+                "kind": "DeleteOptions",
+                "gracePeriodSeconds": 0,
+                "preconditions": {"uid": listed[name.split("/")[1]]},
+            },
+        )
+        for name in ZONE_A_HASTACK
+    ]
+    # the other zones' pods are untouched; the deletes went back to back, t_wall at the first
+    assert {"hastack-1", "hastack-2", "hastack-redis-1", "hastack-sentinel-2", "hastack-app-7c9f8d6b5d-m8r5t"} <= set(
+        api.pods
+    )
+    assert [m for m, _ in api.log] == ["GET", "GET"] + ["DELETE"] * 4
+    assert result["t_wall"] == clock.wall() and result["duration_s"] == 0.0 and "failed" not in result
+
+
+def test_kill_of_a_zone_leaves_daemonset_and_mirror_pods_alone() -> None:
+    api = zone_api()
+    result = k8s_disrupt.run(module(zone="eu-west-1a", namespace="kube-system"), api, FakeClock())
+    assert result["pods"] == ["kube-system/coredns-5b9dd8f4c7-7wq2n"]
+    daemons = {f"kube-system/{daemon_pod(ns, name, {}, node)['metadata']['name']}"
+               for node in result["nodes"] for ns, name in DAEMONS if ns == "kube-system"}  # fmt: skip
+    assert {name for name, why in result["skipped"] if why == "DaemonSet pod"} == daemons and len(daemons) == 6
+    assert [f"kube-system/node-probe-{ZONE_A[0]}", "mirror (static) pod"] in result["skipped"]
+    assert len(result["skipped"]) == 7 and all(n.split("/")[1] in api.pods for n, _ in result["skipped"])
+
+
+def test_kill_of_a_zone_with_nothing_to_kill_fails_naming_what_it_left_alone() -> None:
+    api = zone_api()
+    with pytest.raises(k8s_drill.DrillTargetError) as error:
+        k8s_disrupt.run(module(zone="eu-west-1b", namespace="hastack-node-exporter"), api, FakeClock())
+    assert str(error.value).startswith(
+        "no pod to kill in namespace hastack-node-exporter on the nodes of zone eu-west-1b "
+        "(ip-10-0-2-11.eu-west-1.compute.internal, ip-10-0-2-12.eu-west-1.compute.internal); left alone: "
+        "hastack-node-exporter/hastack-node-exporter-"
+    )
+    assert str(error.value).count("(DaemonSet pod)") == 2 and api.deletes == []
+
+
+def test_kill_of_a_zone_by_label_selector_kills_only_the_selected_pods() -> None:
+    api = zone_api()
+    result = k8s_disrupt.run(module(zone="eu-west-1a", label_selector="app.kubernetes.io/name=redis"), api, FakeClock())
+    assert result["pods"] == ["hastack/hastack-redis-0"] and result["skipped"] == []
+    assert [p for p, _ in api.deletes] == ["/api/v1/namespaces/hastack/pods/hastack-redis-0"]
+
+
+def test_kill_of_a_zone_in_check_mode_sends_nothing() -> None:
+    api = zone_api()
+    result = k8s_disrupt.run(module(check_mode=True, zone="eu-west-1a"), api, FakeClock())
+    assert result["pods"] == ZONE_A_HASTACK and result["nodes"] == [*ZONE_A, SYSTEM_NODE]
+    assert result["t_wall"] is None and len(result["skipped"]) == 2
+    assert [m for m, _ in api.log] == ["GET", "GET"] and api.deletes == []
+
+
+def test_kill_of_an_unknown_zone_names_the_zones_there_are_and_deletes_nothing() -> None:
+    api = zone_api()
+    expected = "no node in zone 'eu-west-1d' (label topology.kubernetes.io/zone); zones with nodes: " + (
+        "eu-west-1a, eu-west-1b, eu-west-1c"
+    )
+    with pytest.raises(k8s_drill.DrillTargetError, match=f"^{re.escape(expected)}$"):
+        k8s_disrupt.run(module(zone="eu-west-1d"), api, FakeClock())
+    assert api.deletes == []
+
+
+def test_kill_of_a_zone_sends_every_delete_and_reports_the_refused_ones() -> None:
+    class Refusing(FakeApi):
+        def request(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, Any]]:
+            if method == "GET" and path.endswith("/pods"):
+                listed = super().request(method, path, body, **kw)
+                # after the listing: redis-0 replaced by a successor, sentinel-0 already deleted
+                self.pods["hastack-redis-0"]["metadata"]["uid"] = "a-successor-with-the-same-name"
+                del self.pods["hastack-sentinel-0"]
+                return listed
+            if method == "DELETE" and path.endswith("/hastack-0"):
+                self.deletes.append((path, body))
+                return 500, {"message": "etcdserver: request timed out"}
+            return super().request(method, path, body, **kw)
+
+    api = Refusing(cluster=zone_cluster())
+    result = k8s_disrupt.run(module(zone="eu-west-1a"), api, FakeClock())
+    assert len(api.deletes) == 4 and result["pods"] == ["hastack/hastack-app-7c9f8d6b5d-4xk2p"]
+    assert result["gone"] == ["hastack/hastack-redis-0", "hastack/hastack-sentinel-0"]
+    assert result["errors"] == ["hastack/hastack-0: HTTP 500 etcdserver: request timed out"]
+    assert result["failed"] is True and result["msg"] == (
+        "kill of zone eu-west-1a: the API server refused 1 of 4 deletes "
+        "(hastack/hastack-0: HTTP 500 etcdserver: request timed out); the other pods were deleted."
+    )
+    assert "hastack-redis-0" in api.pods  # the successor is not killed
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [
+        {"pod": "hastack-0", "zone": "eu-west-1a"},
+        {"target_label": {"role": "primary"}, "zone": "eu-west-1a"},
+        {"pod": "hastack-0", "target_label": {"role": "primary"}},
+        {},
+        {"node": PRIMARY_NODE},
+    ],
+)
+def test_kill_needs_exactly_one_of_pod_target_label_or_zone(targets: dict[str, Any]) -> None:
+    api = zone_api()
+    given = ", ".join(f"{k}={v!r}" for k, v in targets.items() if k != "node") or "none"
+    expected = f"kill needs exactly one of pod, target_label, zone; got {given}"
+    with pytest.raises(k8s_drill.DrillTargetError, match=f"^{re.escape(expected)}$"):
+        k8s_disrupt.run(module(**targets), api, FakeClock())
+    assert api.log == []
