@@ -226,7 +226,11 @@ class RealClock:
 
 
 class K8sRequestError(RuntimeError):
-    """The API server refused a request the drill needs."""
+    """The API server refused a request the drill needs; ``cordoned``: the nodes a drain left cordoned."""
+
+    def __init__(self, message: str, cordoned: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.cordoned = list(cordoned or [])
 
 
 def _call(api: Any, request: dict[str, Any], ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
@@ -354,12 +358,26 @@ def drain(
     Every pod of the drain plan is evicted through the Eviction API; a 429
     (its PodDisruptionBudget allows no disruption now) is retried every
     ``retry_interval_s`` until ``timeout_s`` after the start, then the pod is
-    reported blocked. Any other refusal raises K8sRequestError (the nodes stay
-    cordoned: the heal uncordons them).
+    reported blocked. Any other refusal raises K8sRequestError, whose
+    ``cordoned`` names the nodes cordoned so far (they stay cordoned: the heal
+    uncordons them).
     """
+    cordoned: list[str] = []
+    try:
+        return _cordon_and_evict(api, nodes, clock, timeout_s, retry_interval_s, cordoned)
+    except K8sRequestError as error:
+        if not cordoned:
+            raise
+        raise K8sRequestError(
+            f"{error}; {', '.join(cordoned)} stay cordoned (the drill's heal uncordons them)", cordoned
+        ) from error
+
+
+def _cordon_and_evict(
+    api: Any, nodes: list[dict[str, Any]], clock: Any, timeout_s: float, retry_interval_s: float, cordoned: list[str]
+) -> DrainResult:
     start, t_wall = clock.monotonic(), clock.wall()
     names = [_meta(n).get("name", "") for n in nodes]
-    cordoned = []
     for node in nodes:
         _call(api, cordon_request(node))
         cordoned.append(_meta(node).get("name", ""))

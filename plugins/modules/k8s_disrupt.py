@@ -368,7 +368,9 @@ def main() -> None:
         api = KubernetesApi(module.params["kubeconfig"], module.params["context"])
         result = run(module, api, k8s_drill.RealClock())
     except (k8s_drill.DrillTargetError, k8s_drill.K8sRequestError) as error:
-        module.fail_json(msg=f"{module.params['action']}: {error}")
+        # a drain stopped by an error leaves nodes cordoned: the heal needs their names
+        cordoned = getattr(error, "cordoned", [])
+        module.fail_json(msg=f"{module.params['action']}: {error}", **({"cordoned": cordoned} if cordoned else {}))
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)

@@ -190,15 +190,24 @@ def test_drain_of_a_zone_drains_both_of_its_nodes() -> None:
     assert all(api.nodes[n]["spec"]["unschedulable"] for n in result["nodes"])
 
 
-def test_an_eviction_error_other_than_429_stops_the_drain() -> None:
+def test_an_eviction_error_other_than_429_stops_the_drain_and_names_the_cordoned_nodes() -> None:
     class TwoPdbs(FakeApi):
         def request(self, method: str, path: str, body: Any = None, **kw: Any) -> tuple[int, dict[str, Any]]:
             if method == "POST":
                 return 500, {"message": "This pod has more than one PodDisruptionBudget"}
             return super().request(method, path, body, **kw)
 
-    with pytest.raises(k8s_drill.K8sRequestError, match="evicting hastack/hastack-0: error: HTTP 500 This pod has"):
-        k8s_disrupt.run(module(action="drain", node=PRIMARY_NODE), TwoPdbs(), FakeClock())
+    api = TwoPdbs()
+    with pytest.raises(
+        k8s_drill.K8sRequestError, match="evicting hastack/hastack-0: error: HTTP 500 This pod has"
+    ) as error:
+        k8s_disrupt.run(module(action="drain", zone="eu-west-1a"), api, FakeClock())
+    # both nodes of the zone were cordoned before the eviction: the error names them for the heal
+    zone_a = [PRIMARY_NODE, "ip-10-0-1-12.eu-west-1.compute.internal"]
+    assert error.value.cordoned == zone_a and str(error.value).endswith(
+        f"; {', '.join(zone_a)} stay cordoned (the drill's heal uncordons them)"
+    )
+    assert all(api.nodes[n]["spec"]["unschedulable"] for n in zone_a)
 
 
 @pytest.mark.parametrize(
