@@ -224,6 +224,7 @@ from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill  # noq
 try:
     from kubernetes import config as k8s_config
     from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
 
     KUBERNETES_IMPORT_ERROR = None
 except ImportError:
@@ -364,8 +365,12 @@ def main() -> None:
     )
     if KUBERNETES_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    kubeconfig, context = module.params["kubeconfig"], module.params["context"]
     try:
-        api = KubernetesApi(module.params["kubeconfig"], module.params["context"])
+        api = KubernetesApi(kubeconfig, context)
+    except ConfigException as error:
+        module.fail_json(msg=f"kubeconfig {kubeconfig} (context {context or 'its current one'}): {error}")
+    try:
         result = run(module, api, k8s_drill.RealClock())
     except (k8s_drill.DrillTargetError, k8s_drill.K8sRequestError) as error:
         # a drain stopped by an error leaves nodes cordoned: the heal needs their names

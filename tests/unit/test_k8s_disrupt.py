@@ -21,6 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from ansible.module_utils.testing import patch_module_args
 from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill
 from ansible_collections.hastack.ha.plugins.modules import k8s_disrupt
 from test_k8s_drill import DAEMONS, SYSTEM_NODE, ZONE_A, daemon_pod, extra_pods, zone_cluster
@@ -363,3 +364,13 @@ def test_kill_needs_exactly_one_of_pod_target_label_or_zone(targets: dict[str, A
     with pytest.raises(k8s_drill.DrillTargetError, match=f"^{re.escape(expected)}$"):
         k8s_disrupt.run(module(**targets), api, FakeClock())
     assert api.log == []
+
+
+def test_a_missing_kubeconfig_fails_naming_the_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "no-such-kubeconfig"
+    args = {"action": "kill", "kubeconfig": str(kubeconfig), "zone": "eu-west-1a"}
+    with patch_module_args(args), pytest.raises(SystemExit):
+        k8s_disrupt.main()
+    result = json.loads(capsys.readouterr().out)
+    assert result["failed"] is True
+    assert result["msg"].startswith(f"kubeconfig {kubeconfig} (context its current one): Invalid kube-config file.")
