@@ -34,7 +34,8 @@ description:
   - O(action=uncordon) makes the named nodes schedulable again (the drill's heal).
   - Needs the Python package C(kubernetes) on the controller (requirements.txt pins it).
     B(Never run against a cluster by this project); its logic is unit-tested against a
-    fake API client (tests/unit/test_k8s_disrupt.py).
+    fake API client, and its client over C(kubernetes) against the same fake served over HTTP
+    on 127.0.0.1 (tests/unit/test_k8s_disrupt.py).
   - Check mode reports what would be deleted, evicted or cordoned and sends nothing.
 author:
   - hastack developers
@@ -222,6 +223,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # no
 from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill  # noqa: E402
 
 try:
+    import urllib3
     from kubernetes import config as k8s_config
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
@@ -246,25 +248,30 @@ class KubernetesApi:
         content_type: str | None = None,
         query: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
+        """One request; the API server's refusals and the network's errors come back as (status, body)."""
+        method, url, headers, data, _post = self.client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type or "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         try:
-            data, status, _headers = self.client.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params={"Accept": "application/json", "Content-Type": content_type or "application/json"},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=False,
-                _request_timeout=self.timeout_s,
+            # the pinned client (kubernetes 37): call_api returns the response whatever its status
+            response = self.client.call_api(
+                method, url, header_params=headers, body=data, _request_timeout=self.timeout_s
             )
-            return status, data or {}
+            raw = response.read()
         except ApiException as error:
-            try:
-                payload = json.loads(error.body or "{}")
-            except ValueError:
-                payload = {"message": str(error.body)}
-            return error.status, payload
+            return error.status or 0, {"message": f"{error.reason or ''} {error.body or ''}".strip()}
+        except urllib3.exceptions.HTTPError as error:
+            return 0, {"message": f"no answer from the API server within {self.timeout_s} s: {error}"}
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError:
+            payload = {"message": raw.decode("utf-8", "replace")}
+        return response.status, payload if isinstance(payload, dict) else {"message": str(payload)}
 
 
 TARGETS = {"kill": ("pod", "target_label", "zone"), "drain": ("node", "zone", "pod", "target_label")}

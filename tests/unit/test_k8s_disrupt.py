@@ -7,8 +7,9 @@ the requests as the API server does: DELETE with a uid precondition, PATCH of
 a node, GET of pods by field and label selector, and POST of an Eviction that
 a PodDisruptionBudget may refuse with HTTP 429. The zone kill runs on
 test_k8s_drill.zone_cluster() (Redis, Sentinel, app, DaemonSet, static,
-terminating and evicted pods over 3 zones). No cluster exists here: the
-module's client over the ``kubernetes`` package has never sent a request.
+terminating and evicted pods over 3 zones). The module's client over the
+``kubernetes`` package is tested against the same fake behind HTTP on
+127.0.0.1; no cluster exists here.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
@@ -374,3 +380,96 @@ def test_a_missing_kubeconfig_fails_naming_the_file(capsys: pytest.CaptureFixtur
     result = json.loads(capsys.readouterr().out)
     assert result["failed"] is True
     assert result["msg"].startswith(f"kubeconfig {kubeconfig} (context its current one): Invalid kube-config file.")
+
+
+# --- the module's client over the kubernetes package, against the fake on 127.0.0.1
+
+TOKEN = "drill-test-token"
+
+
+def kubeconfig_for(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "fake", "cluster": {"server": server}}],
+                "users": [{"name": "drill", "user": {"token": TOKEN}}],
+                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "drill"}}],
+                "current-context": "fake",
+            }
+        ),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, FakeApi, list[dict[str, str]]]]:
+    """The fake API server (zone_cluster, hastack-redis-0's PDB refusing) over HTTP; its kubeconfig."""
+    api, headers = FakeApi(pdb_refusals={"hastack-redis-0": 10**6}, cluster=zone_cluster()), []
+
+    class Handler(BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            url = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            headers.append({k.lower(): v for k, v in self.headers.items()})
+            status, out = api.request(self.command, url.path, body, self.headers.get("Content-Type"),
+                                      dict(parse_qsl(url.query)))  # fmt: skip
+            data = json.dumps(out).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = answer
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield kubeconfig_for(tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}"), api, headers
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_the_client_sends_a_zone_kill_through_the_kubernetes_package(
+    capsys: pytest.CaptureFixture[str], served: tuple[Path, FakeApi, list[dict[str, str]]]
+) -> None:
+    kubeconfig, api, headers = served
+    with (
+        patch_module_args({"action": "kill", "kubeconfig": str(kubeconfig), "zone": "eu-west-1a"}),
+        pytest.raises(SystemExit),
+    ):
+        k8s_disrupt.main()
+    result = json.loads(capsys.readouterr().out)
+    assert "failed" not in result and result["pods"] == ZONE_A_HASTACK
+    assert [body["gracePeriodSeconds"] for _, body in api.deletes] == [0] * 4
+    assert {h.get("authorization") for h in headers} == {f"Bearer {TOKEN}"}
+
+
+def test_the_client_returns_refusals_as_statuses(served: tuple[Path, FakeApi, list[dict[str, str]]]) -> None:
+    kubeconfig, api, headers = served
+    client = k8s_disrupt.KubernetesApi(str(kubeconfig), "")
+    eviction = k8s_drill.eviction_request(api.pods["hastack-redis-0"])
+    assert client.request(eviction["method"], eviction["path"], body=eviction["body"]) == (429, PDB_429)
+    status, body = client.request("DELETE", "/api/v1/namespaces/hastack/pods/hastack-9", body={"preconditions": {}})
+    assert (status, body["reason"]) == (404, "NotFound")
+    status, body = client.request("GET", "/api/v1/pods", query={"fieldSelector": f"spec.nodeName={SYSTEM_NODE}"})
+    assert status == 200 and {p["spec"]["nodeName"] for p in body["items"]} == {SYSTEM_NODE}
+    cordon = k8s_drill.cordon_request(api.nodes[SYSTEM_NODE])
+    assert client.request(cordon["method"], cordon["path"], cordon["body"], cordon["content_type"])[0] == 200
+    assert headers[-1]["content-type"] == "application/strategic-merge-patch+json"
+
+
+def test_the_client_reports_no_answer_as_status_0(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        kubeconfig = kubeconfig_for(tmp_path, f"http://127.0.0.1:{sock.getsockname()[1]}")
+    status, body = k8s_disrupt.KubernetesApi(str(kubeconfig), "", timeout_s=2.0).request("GET", "/api/v1/nodes")
+    assert status == 0 and body["message"].startswith("no answer from the API server within 2.0 s:")
