@@ -9,7 +9,8 @@ returns them) that build the request bodies the drill engine sends:
   the API object goes at once, the StatefulSet recreates the pod);
 - ``drain``: cordon the node, then evict its pods one by one through the
   Eviction API, which honours PodDisruptionBudgets (a 429 means "not now");
-- ``zone``: the nodes, or the pods, of one zone.
+- ``zone``: the nodes, or the pods, of one zone; ``kill_zone`` deletes every
+  pod of a namespace on a zone's nodes (grace period 0), back to back.
 
 No cluster exists on this project's machines: these functions are unit-tested
 on k8s_info-shaped objects; the requests have never been sent to a cluster.
@@ -50,7 +51,9 @@ def nodes_in_zone(nodes: Any, zone: str) -> list[dict[str, Any]]:
     found = sorted((n for n in _resources(nodes) if node_zone(n) == zone), key=lambda n: _meta(n).get("name", ""))
     if not found:
         zones = sorted({node_zone(n) for n in _resources(nodes)} - {""})
-        raise DrillTargetError(f"no node in zone {zone!r}; zones with nodes: {', '.join(zones) or 'none'}")
+        raise DrillTargetError(
+            f"no node in zone {zone!r} (label {ZONE_KEY}); zones with nodes: {', '.join(zones) or 'none'}"
+        )
     return found
 
 
@@ -117,6 +120,31 @@ def eviction_request(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def pod_name(pod: dict[str, Any]) -> str:
+    meta = _meta(pod)
+    return f"{meta.get('namespace', '')}/{meta.get('name', '?')}"
+
+
+def left_alone(pod: dict[str, Any]) -> str:
+    """Why a drain or a zone kill leaves the pod alone ("" if it does not).
+
+    DaemonSet pods (their controller would put them back at once), mirror
+    (static) pods (the API cannot remove them), finished and already
+    terminating pods, as `kubectl drain` does.
+    """
+    meta = _meta(pod)
+    owners = meta.get("ownerReferences") or []
+    if any(o.get("kind") == "DaemonSet" and o.get("controller") for o in owners):
+        return "DaemonSet pod"
+    if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+        return "mirror (static) pod"
+    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return "finished"
+    if meta.get("deletionTimestamp"):
+        return "already terminating"
+    return ""
+
+
 @dataclass(frozen=True)
 class DrainPlan:
     node: str
@@ -124,32 +152,40 @@ class DrainPlan:
     skipped: list[tuple[str, str]]
 
 
-def drain_plan(node: dict[str, Any], pods: Any) -> DrainPlan:
-    """What `kubectl drain` would evict from the node, and what it leaves, and why.
-
-    Left alone: DaemonSet pods (their controller would put them back at once),
-    mirror (static) pods (the API cannot remove them), finished and already
-    terminating pods.
-    """
-    name = _meta(node).get("name", "")
-    evict, skipped = [], []
+def _disruptable(pods: Any, node_names: set[str]) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """The pods on the named nodes a drain or zone kill disrupts, and those it leaves alone (name, why)."""
+    targets, skipped = [], []
     for pod in _resources(pods):
-        meta, spec = _meta(pod), pod.get("spec") or {}
-        if spec.get("nodeName") != name:
+        if (pod.get("spec") or {}).get("nodeName") not in node_names:
             continue
-        owners = meta.get("ownerReferences") or []
-        pod_name = f"{meta.get('namespace', '')}/{meta.get('name', '?')}"
-        if any(o.get("kind") == "DaemonSet" and o.get("controller") for o in owners):
-            skipped.append((pod_name, "DaemonSet pod"))
-        elif MIRROR_ANNOTATION in (meta.get("annotations") or {}):
-            skipped.append((pod_name, "mirror (static) pod"))
-        elif (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-            skipped.append((pod_name, "finished"))
-        elif meta.get("deletionTimestamp"):
-            skipped.append((pod_name, "already terminating"))
+        reason = left_alone(pod)
+        if reason:
+            skipped.append((pod_name(pod), reason))
         else:
-            evict.append(eviction_request(pod))
-    return DrainPlan(node=name, evict=evict, skipped=skipped)
+            targets.append(pod)
+    return targets, skipped
+
+
+def drain_plan(node: dict[str, Any], pods: Any) -> DrainPlan:
+    """What `kubectl drain` would evict from the node, and what it leaves (left_alone), and why."""
+    name = _meta(node).get("name", "")
+    evict, skipped = _disruptable(pods, {name})
+    return DrainPlan(node=name, evict=[eviction_request(p) for p in evict], skipped=skipped)
+
+
+@dataclass(frozen=True)
+class ZoneKillPlan:
+    zone: str
+    nodes: list[str]
+    kill: list[dict[str, Any]]
+    skipped: list[tuple[str, str]]
+
+
+def zone_kill_plan(nodes: Any, pods: Any, zone: str) -> ZoneKillPlan:
+    """The pods a zone kill deletes: those on a node of ``zone``, but what a drain leaves alone too."""
+    names = [_meta(n).get("name", "") for n in nodes_in_zone(nodes, zone)]
+    kill, skipped = _disruptable(pods, set(names))
+    return ZoneKillPlan(zone=zone, nodes=names, kill=kill, skipped=skipped)
 
 
 def eviction_outcome(status: int, body: dict[str, Any] | None = None) -> str:
@@ -190,7 +226,11 @@ class RealClock:
 
 
 class K8sRequestError(RuntimeError):
-    """The API server refused a request the drill needs."""
+    """The API server refused a request the drill needs; ``cordoned``: the nodes a drain left cordoned."""
+
+    def __init__(self, message: str, cordoned: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.cordoned = list(cordoned or [])
 
 
 def _call(api: Any, request: dict[str, Any], ok: tuple[int, ...] = (200, 201)) -> dict[str, Any]:
@@ -247,6 +287,49 @@ def kill(api: Any, pod: dict[str, Any], clock: Any) -> dict[str, Any]:
 
 
 @dataclass
+class ZoneKillResult:
+    zone: str
+    nodes: list[str]
+    pods: list[str]
+    gone: list[str]
+    errors: list[str]
+    skipped: list[tuple[str, str]]
+    t_wall: float
+    duration_s: float
+
+
+def kill_zone(api: Any, plan: ZoneKillPlan, clock: Any) -> ZoneKillResult:
+    """Delete every pod of the plan with grace period 0 and its uid as precondition, back to back.
+
+    A pod already deleted (404) or replaced by a successor with the same name
+    (409, the uid precondition) is reported gone; any other refusal is
+    collected in ``errors`` and the remaining deletes are still sent, so the
+    zone's outage is as complete as the API server allows.
+    """
+    start, t_wall = clock.monotonic(), clock.wall()
+    killed, gone, errors = [], [], []
+    for pod in plan.kill:
+        request = kill_request(pod)
+        status, body = api.request(request["method"], request["path"], body=request["body"])
+        if status in (200, 202):
+            killed.append(pod_name(pod))
+        elif status in (404, 409):
+            gone.append(pod_name(pod))
+        else:
+            errors.append(f"{pod_name(pod)}: HTTP {status} {(body or {}).get('message', '')}".rstrip())
+    return ZoneKillResult(
+        zone=plan.zone,
+        nodes=plan.nodes,
+        pods=killed,
+        gone=gone,
+        errors=errors,
+        skipped=plan.skipped,
+        t_wall=t_wall,
+        duration_s=round(clock.monotonic() - start, 3),
+    )
+
+
+@dataclass
 class DrainResult:
     nodes: list[str]
     cordoned: list[str]
@@ -275,12 +358,26 @@ def drain(
     Every pod of the drain plan is evicted through the Eviction API; a 429
     (its PodDisruptionBudget allows no disruption now) is retried every
     ``retry_interval_s`` until ``timeout_s`` after the start, then the pod is
-    reported blocked. Any other refusal raises K8sRequestError (the nodes stay
-    cordoned: the heal uncordons them).
+    reported blocked. Any other refusal raises K8sRequestError, whose
+    ``cordoned`` names the nodes cordoned so far (they stay cordoned: the heal
+    uncordons them).
     """
+    cordoned: list[str] = []
+    try:
+        return _cordon_and_evict(api, nodes, clock, timeout_s, retry_interval_s, cordoned)
+    except K8sRequestError as error:
+        if not cordoned:
+            raise
+        raise K8sRequestError(
+            f"{error}; {', '.join(cordoned)} stay cordoned (the drill's heal uncordons them)", cordoned
+        ) from error
+
+
+def _cordon_and_evict(
+    api: Any, nodes: list[dict[str, Any]], clock: Any, timeout_s: float, retry_interval_s: float, cordoned: list[str]
+) -> DrainResult:
     start, t_wall = clock.monotonic(), clock.wall()
     names = [_meta(n).get("name", "") for n in nodes]
-    cordoned = []
     for node in nodes:
         _call(api, cordon_request(node))
         cordoned.append(_meta(node).get("name", ""))

@@ -7,7 +7,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: k8s_disrupt
-short_description: Disrupt a Kubernetes workload for a drill (pod kill with grace 0, node drain, uncordon)
+short_description: Disrupt Kubernetes workloads for a drill (pod or zone kill with grace 0, drain, uncordon)
 version_added: 0.1.0
 description:
   - The Kubernetes disruptions of the drill engine (the hosts platform kills, stops, freezes
@@ -15,16 +15,27 @@ description:
   - O(action=kill) deletes one pod with grace period 0 and its uid as precondition (its
     processes get SIGKILL; the StatefulSet or Deployment recreates it). The pod is named
     (O(pod)) or found by one label (O(target_label), for example Patroni's C(role=primary)).
+  - O(action=kill) with O(zone) deletes every pod of O(namespace) (those of O(label_selector)
+    if given) that runs on a node of the zone, each with grace period 0 and its uid as
+    precondition, the requests sent back to back. DaemonSet, mirror, finished and already
+    terminating pods are left alone, as a drain leaves them, and reported in RV(skipped). A pod
+    deleted or replaced meanwhile (HTTP 404, or 409 from the uid precondition) is reported in
+    RV(gone); any other refusal in RV(errors), after the other deletes were sent, and the task
+    fails. A zone with no pod to kill fails too (the drill would disrupt nothing).
+  - O(action=kill) takes exactly one of O(pod), O(target_label) and O(zone).
   - O(action=drain) cordons the node(s), then evicts their pods through the Eviction API, as
     C(kubectl drain) does (DaemonSet, mirror, finished and terminating pods are left alone). A
     PodDisruptionBudget that allows no disruption answers HTTP 429; such a pod is retried every
     O(retry_interval_s) until O(eviction_timeout_s), then reported in RV(blocked) and the task
     fails. The nodes are one by name (O(node)), all of a zone (O(zone)), or the node of the
-    target pod.
+    target pod (O(pod) or O(target_label)); exactly one of the four.
+  - A zone no node is labelled with (C(topology.kubernetes.io/zone)) is an error that names the
+    zones the nodes have.
   - O(action=uncordon) makes the named nodes schedulable again (the drill's heal).
   - Needs the Python package C(kubernetes) on the controller (requirements.txt pins it).
     B(Never run against a cluster by this project); its logic is unit-tested against a
-    fake API client (tests/unit/test_k8s_disrupt.py).
+    fake API client, and its client over C(kubernetes) against the same fake served over HTTP
+    on 127.0.0.1 (tests/unit/test_k8s_disrupt.py).
   - Check mode reports what would be deleted, evicted or cordoned and sends nothing.
 author:
   - hastack developers
@@ -43,7 +54,7 @@ options:
     type: str
     default: ""
   namespace:
-    description: Namespace of the target pod.
+    description: Namespace of the target pod, or of the pods a zone kill deletes.
     type: str
     default: hastack
   pod:
@@ -70,7 +81,10 @@ options:
     elements: str
     default: []
   zone:
-    description: Drain every node of this zone (label C(topology.kubernetes.io/zone)).
+    description:
+      - A zone, as the nodes' label C(topology.kubernetes.io/zone) names it (for example V(eu-west-1a)).
+      - O(action=kill) deletes the pods of O(namespace) on the zone's nodes; O(action=drain) drains
+        every node of the zone.
     type: str
     default: ""
   eviction_timeout_s:
@@ -106,28 +120,73 @@ EXAMPLES = r"""
     action: uncordon
     kubeconfig: ~/.kube/eks
     nodes: "{{ drained.cordoned }}"
+
+- name: Zone outage - kill every hastack pod in eu-west-1a (grace period 0)
+  hastack.ha.k8s_disrupt:
+    action: kill
+    kubeconfig: ~/.kube/eks
+    namespace: hastack
+    zone: eu-west-1a
+  register: zone_killed
+
+- name: Zone outage - drain every node of eu-west-1a (PodDisruptionBudgets honoured)
+  hastack.ha.k8s_disrupt:
+    action: drain
+    kubeconfig: ~/.kube/eks
+    zone: eu-west-1a
+    eviction_timeout_s: 120
+  register: zone_drained
 """
 
 RETURN = r"""
 t_wall:
-  description: Wall-clock time (Unix seconds) when the first request of the disruption was sent.
+  description:
+    - Wall-clock time (Unix seconds) when the first request of the disruption was sent.
+    - V(null) in check mode.
   returned: kill, drain
   type: float
 pod:
-  description: The target pod (kill, drain by pod).
+  description: The target pod (kill of one pod, drain by pod).
   returned: when a pod was the target
+  type: str
+uid:
+  description: The uid of the killed pod (the precondition of its delete).
+  returned: kill of one pod, not in check mode
   type: str
 node:
   description: The node of the killed pod.
-  returned: kill
+  returned: kill of one pod
   type: str
 nodes:
-  description: The drained nodes.
-  returned: drain
+  description: The drained nodes, or the nodes of the zone whose pods a zone kill deleted.
+  returned: drain, kill of a zone
   type: list
   elements: str
+pods:
+  description: Pods a zone kill deleted (namespace/name); in check mode, those it would delete.
+  returned: kill of a zone
+  type: list
+  elements: str
+gone:
+  description:
+    - Pods deleted or replaced before their request arrived (namespace/name), by HTTP 404, or
+      (zone kill) 409 from the uid precondition.
+  returned: drain, kill of a zone, not in check mode
+  type: list
+  elements: str
+errors:
+  description: Pods whose delete the API server refused otherwise, with the status and message; the task fails.
+  returned: kill of a zone, not in check mode
+  type: list
+  elements: str
+zone:
+  description: The zone whose pods a zone kill deleted.
+  returned: kill of a zone
+  type: str
 cordoned:
-  description: The nodes this task cordoned (drain) or uncordoned (uncordon); give them to O(nodes) of the heal.
+  description:
+    - The nodes this task cordoned (drain) or uncordoned (uncordon); give them to O(nodes) of the heal.
+    - Also returned when a drain fails after cordoning.
   returned: drain, uncordon
   type: list
   elements: str
@@ -142,8 +201,8 @@ blocked:
   type: list
   elements: str
 skipped:
-  description: Pods the drain left alone, each with the reason.
-  returned: drain
+  description: Pods the drain or the zone kill left alone, each as [namespace/name, reason].
+  returned: drain, kill of a zone
   type: list
   elements: list
 retries:
@@ -151,8 +210,8 @@ retries:
   returned: drain
   type: int
 duration_s:
-  description: Seconds the drain took.
-  returned: drain
+  description: Seconds the drain, or the zone kill's deletes, took.
+  returned: drain, kill of a zone, not in check mode
   type: float
 """
 
@@ -164,8 +223,10 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # no
 from ansible_collections.hastack.ha.plugins.module_utils import k8s_drill  # noqa: E402
 
 try:
+    import urllib3
     from kubernetes import config as k8s_config
     from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
 
     KUBERNETES_IMPORT_ERROR = None
 except ImportError:
@@ -187,25 +248,70 @@ class KubernetesApi:
         content_type: str | None = None,
         query: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, Any]]:
+        """One request; the API server's refusals and the network's errors come back as (status, body)."""
+        method, url, headers, data, _post = self.client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type or "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
         try:
-            data, status, _headers = self.client.call_api(
-                path,
-                method,
-                query_params=list((query or {}).items()),
-                header_params={"Accept": "application/json", "Content-Type": content_type or "application/json"},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=False,
-                _request_timeout=self.timeout_s,
+            # the pinned client (kubernetes 37): call_api returns the response whatever its status
+            response = self.client.call_api(
+                method, url, header_params=headers, body=data, _request_timeout=self.timeout_s
             )
-            return status, data or {}
+            raw = response.read()
         except ApiException as error:
-            try:
-                payload = json.loads(error.body or "{}")
-            except ValueError:
-                payload = {"message": str(error.body)}
-            return error.status, payload
+            return error.status or 0, {"message": f"{error.reason or ''} {error.body or ''}".strip()}
+        except urllib3.exceptions.HTTPError as error:
+            return 0, {"message": f"no answer from the API server within {self.timeout_s} s: {error}"}
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError:
+            payload = {"message": raw.decode("utf-8", "replace")}
+        return response.status, payload if isinstance(payload, dict) else {"message": str(payload)}
+
+
+TARGETS = {"kill": ("pod", "target_label", "zone"), "drain": ("node", "zone", "pod", "target_label")}
+
+
+def one_target(params: dict[str, Any], action: str) -> str:
+    """The one target option of the action that is set; an error naming them all otherwise."""
+    given = [k for k in TARGETS[action] if params[k]]
+    if len(given) != 1:
+        got = ", ".join(f"{k}={params[k]!r}" for k in given) or "none"
+        raise k8s_drill.DrillTargetError(f"{action} needs exactly one of {', '.join(TARGETS[action])}; got {got}")
+    return given[0]
+
+
+def kill_zone(p: dict[str, Any], check: bool, api: Any, clock: Any) -> dict[str, Any]:
+    """Kill of a zone: every pod of the namespace on the zone's nodes (what a drain leaves alone excepted)."""
+    nodes = k8s_drill.list_nodes(api)
+    pods = k8s_drill.list_pods(api, p["namespace"], labelSelector=p["label_selector"])
+    plan = k8s_drill.zone_kill_plan(nodes, pods, p["zone"])
+    skipped = [list(s) for s in plan.skipped]
+    if not plan.kill:
+        selected = f" with labels {p['label_selector']}" if p["label_selector"] else ""
+        left = "; left alone: " + ", ".join(f"{n} ({why})" for n, why in plan.skipped) if plan.skipped else ""
+        raise k8s_drill.DrillTargetError(
+            f"no pod to kill in namespace {p['namespace']}{selected} on the nodes of zone {p['zone']} "
+            f"({', '.join(plan.nodes)}){left}"
+        )
+    if check:
+        names = [k8s_drill.pod_name(q) for q in plan.kill]
+        return {"changed": True, "zone": plan.zone, "nodes": plan.nodes, "pods": names, "skipped": skipped,
+                "t_wall": None}  # fmt: skip
+    result = k8s_drill.kill_zone(api, plan, clock)
+    out = {"changed": True, **vars(result), "skipped": skipped}
+    if result.errors:
+        out["failed"] = True
+        out["msg"] = (
+            f"kill of zone {result.zone}: the API server refused {len(result.errors)} of {len(plan.kill)} "
+            f"deletes ({'; '.join(result.errors)}); the other pods were deleted."
+        )
+    return out
 
 
 def run(module: Any, api: Any, clock: Any) -> dict[str, Any]:
@@ -217,13 +323,14 @@ def run(module: Any, api: Any, clock: Any) -> dict[str, Any]:
         if not names:
             raise k8s_drill.DrillTargetError("uncordon needs nodes or node")
         return {"changed": True, "cordoned": names if check else k8s_drill.uncordon(api, names)}
+    target = one_target(p, action)
+    if action == "kill" and target == "zone":
+        return kill_zone(p, check, api, clock)
     pod = None
-    if p["pod"] or p["target_label"]:
+    if target in ("pod", "target_label"):
         pods = k8s_drill.list_pods(api, p["namespace"], labelSelector=p["label_selector"])
         pod = k8s_drill.choose_pod(pods, p["pod"], p["target_label"])
     if action == "kill":
-        if pod is None:
-            raise k8s_drill.DrillTargetError("kill needs pod or target_label")
         meta = pod["metadata"]
         if check:
             return {"changed": True, "pod": meta["name"], "node": pod.get("spec", {}).get("nodeName"), "t_wall": None}
@@ -265,11 +372,17 @@ def main() -> None:
     )
     if KUBERNETES_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
+    kubeconfig, context = module.params["kubeconfig"], module.params["context"]
     try:
-        api = KubernetesApi(module.params["kubeconfig"], module.params["context"])
+        api = KubernetesApi(kubeconfig, context)
+    except ConfigException as error:
+        module.fail_json(msg=f"kubeconfig {kubeconfig} (context {context or 'its current one'}): {error}")
+    try:
         result = run(module, api, k8s_drill.RealClock())
     except (k8s_drill.DrillTargetError, k8s_drill.K8sRequestError) as error:
-        module.fail_json(msg=f"{module.params['action']}: {error}")
+        # a drain stopped by an error leaves nodes cordoned: the heal needs their names
+        cordoned = getattr(error, "cordoned", [])
+        module.fail_json(msg=f"{module.params['action']}: {error}", **({"cordoned": cordoned} if cordoned else {}))
     if result.pop("failed", False):
         module.fail_json(**result)
     module.exit_json(**result)
