@@ -14,9 +14,10 @@ import logging
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
@@ -49,9 +50,10 @@ DB_FAILURES: tuple[type[BaseException], ...] = (
 
 
 class Connection(psycopg.AsyncConnection[Any]):
-    """An AsyncConnection whose failed or cancelled connects close their sockets.
+    """An AsyncConnection whose failed or cancelled connects close their
+    sockets, and which tries the last known primary first.
 
-    psycopg 3.3's multi-host connect keeps each failed attempt's error, with
+    First, psycopg 3.3's multi-host connect keeps each failed attempt's error, with
     its traceback, in a list in its own frame: a reference cycle (error ->
     traceback -> frame -> list -> error). When the connect then fails or is
     cancelled (the readiness probe's timeout), that frame, the attempt in
@@ -62,15 +64,49 @@ class Connection(psycopg.AsyncConnection[Any]):
     demoting primary's shutdown waits for that backend: the partition drill's
     rejoin went from about 25 s to 78-85 s. Clearing the finished frames of
     the traceback drops the cycle, so the attempt is closed at once.
+
+    Second, a multi-host conninfo asking for a read-write session tries first
+    the host that last gave one (in this process, for the same host list), then
+    the others in their order. libpq tries hosts in order, each for up to
+    `connect_timeout` (at least 2 s): when the first host's zone is cut off its
+    packets are dropped, and every connect paid those 2 s first. The
+    readiness probe's budget is 1 s, so every instance reported not ready for
+    the whole partition although the pool had long found the new primary
+    (zone drill, partition mode). The pool's connects teach the probe where
+    the primary is; after a failover the first connect pays once.
     """
+
+    # "<hosts>|<ports>" as configured -> the host that last accepted a read-write session
+    last_primary: ClassVar[dict[str, str]] = {}
 
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:  # type: ignore[override]
+        conninfo, key = cls._primary_first(conninfo)
         try:
-            return await super().connect(conninfo, **kwargs)
+            conn = await super().connect(conninfo, **kwargs)
         except BaseException as ex:  # CancelledError included
             traceback.clear_frames(ex.__traceback__)
             raise
+        if key:
+            cls.last_primary[key] = conn.info.host
+        return conn
+
+    @classmethod
+    def _primary_first(cls, conninfo: str) -> tuple[str, str | None]:
+        params = conninfo_to_dict(conninfo)
+        hosts = str(params.get("host") or "").split(",")
+        if len(hosts) < 2 or params.get("target_session_attrs") != "read-write":
+            return conninfo, None
+        ports = str(params.get("port") or "").split(",")
+        key = f"{params['host']}|{params.get('port') or ''}"
+        preferred = cls.last_primary.get(key)
+        if preferred not in hosts:
+            return conninfo, key
+        i = hosts.index(preferred)
+        params["host"] = ",".join([hosts[i], *hosts[:i], *hosts[i + 1 :]])
+        if len(ports) == len(hosts):
+            params["port"] = ",".join([ports[i], *ports[:i], *ports[i + 1 :]])
+        return make_conninfo(**params), key
 
 
 def row_out(row: dict[str, Any]) -> dict[str, Any]:

@@ -117,3 +117,34 @@ def test_psycopg_alone_keeps_them_open_until_gc(mute_port: tuple[socket.socket, 
     assert peer_state(srv) is None
     assert cancelled(psycopg.AsyncConnection, refused_port, port) == "TimeoutError"
     assert peer_state(srv) is None
+
+
+@pytest.mark.parametrize("cls", [Connection, psycopg.AsyncConnection], ids=["app", "plain-psycopg"])
+def test_the_last_primary_is_tried_first(mute_port, pg, cls) -> None:
+    """The first host black-holed (its zone cut off: the mute server accepts and
+    never answers), the second a primary. The first connect pays connect_timeout
+    (2 s) on the first host; the app's Connection then goes to the primary
+    first (well under the readiness probe's 1 s), plain psycopg pays again."""
+    _srv, port = mute_port
+    conninfo = psycopg.conninfo.make_conninfo(
+        host=f"{ADDR},{pg.host}", port=f"{port},{pg.port}", dbname="hastack_app", user="hastack_app",
+        password=pg.app_password, target_session_attrs="read-write", connect_timeout=2,
+    )  # fmt: skip
+
+    async def timed() -> tuple[float, str]:
+        start = asyncio.get_running_loop().time()
+        conn = await cls.connect(conninfo)
+        try:
+            return asyncio.get_running_loop().time() - start, conn.info.host
+        finally:
+            await conn.close()
+
+    first, host1 = asyncio.run(timed())
+    second, host2 = asyncio.run(timed())
+
+    assert host1 == host2 == pg.host
+    assert first >= 1.9
+    if cls is Connection:
+        assert second < 0.5, second
+    else:
+        assert second >= 1.9, second  # what the app avoids (and a sign psycopg changed, if this fails)
