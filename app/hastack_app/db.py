@@ -10,6 +10,7 @@ an overall timeout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
 from collections.abc import AsyncIterator
@@ -126,6 +127,7 @@ class Database:
         self.breaker = breaker
         self.timeout = config.db_timeout_s
         self._schema_ready = False
+        self._search: asyncio.Task[None] | None = None
         self.pool = AsyncConnectionPool(
             config.db_conninfo(),
             connection_class=Connection,
@@ -143,6 +145,17 @@ class Database:
             },
             name=f"{config.instance}-db",
         )
+
+    def _search_primary(self) -> None:
+        if self._search is not None and not self._search.done():
+            return
+
+        async def search() -> None:
+            with contextlib.suppress(Exception):
+                conn = await Connection.connect(self.config.db_conninfo())
+                await conn.close()
+
+        self._search = asyncio.get_running_loop().create_task(search(), name="db-primary-search")
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
@@ -169,8 +182,20 @@ class Database:
 
     # -- readiness -----------------------------------------------------------
     async def ping(self, timeout: float) -> str:
-        """A direct probe, outside the pool and the breaker: can we reach a primary now?"""
-        conn = await asyncio.wait_for(Connection.connect(self.config.db_conninfo()), timeout)
+        """A direct probe, outside the pool and the breaker: can we reach a primary now?
+
+        It tries the last known primary first (Connection). When it fails, a
+        search for the primary goes on in the background without the probe's
+        budget, so that the next probe knows where to go: in a partition the
+        pool may never look (no traffic reaches an instance HAProxy holds
+        down), and the probe alone, 1 s at a time, never got past a first
+        host that drops packets (connect_timeout is at least 2 s per host).
+        """
+        try:
+            conn = await asyncio.wait_for(Connection.connect(self.config.db_conninfo()), timeout)
+        except (TimeoutError, psycopg.OperationalError):
+            self._search_primary()
+            raise
         try:
             cur = await asyncio.wait_for(conn.execute("SELECT inet_server_addr()::text AS addr"), timeout)
             row = await cur.fetchone()

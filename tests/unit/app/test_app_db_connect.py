@@ -148,3 +148,35 @@ def test_the_last_primary_is_tried_first(mute_port, pg, cls) -> None:
         assert second < 0.5, second
     else:
         assert second >= 1.9, second  # what the app avoids (and a sign psycopg changed, if this fails)
+
+
+def test_the_readiness_probe_finds_the_primary_past_a_black_holed_first_host(mute_port, pg) -> None:
+    """The probe alone (no pool traffic: HAProxy holds a not-ready instance
+    down) with its 1 s budget and a first host that never answers: the first
+    probes fail, the background search finds the primary, later probes pass."""
+    from hastack_app.breaker import CircuitBreaker
+    from hastack_app.config import BreakerSettings, load_config
+    from hastack_app.db import Database
+
+    _srv, port = mute_port
+    config = load_config({
+        "HASTACK_APP_DB_HOSTS": f"{ADDR}:{port},{pg.host}:{pg.port}", "HASTACK_APP_DB_PASSWORD": pg.app_password,
+        "HASTACK_APP_REDIS_SENTINELS": "127.78.1.1:26379", "HASTACK_APP_REDIS_PASSWORD": "x" * 16,
+        "HASTACK_APP_REDIS_SENTINEL_PASSWORD": "x" * 16, "HASTACK_APP_STORAGE_PATH": "/tmp",
+    })  # fmt: skip
+    Connection.last_primary.clear()
+
+    async def probes() -> list[bool]:
+        db = Database(config, CircuitBreaker("database", BreakerSettings(5, 5.0, 2)))
+        out = []
+        for _ in range(6):
+            try:
+                out.append((await db.ping(1.0)).split("/")[0] == pg.host)
+            except (TimeoutError, psycopg.OperationalError):
+                out.append(False)
+            await asyncio.sleep(0.5)
+        return out
+
+    results = asyncio.run(probes())
+    assert results[0] is False, results  # the first probe meets the black hole
+    assert results[-1] is True and results[-2] is True, results
