@@ -275,6 +275,8 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
     if not ready.wait(60):
         raise SystemExit("app_load: could not create the working set through the load balancer within 60 s")
     t_start = time.time()
+    if args.ready_file:
+        Path(args.ready_file).touch()
     deadline = time.monotonic() + args.max_s
     while not stop_file.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -322,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--stop-file", required=True, help="the load stops when this file exists")
     r.add_argument("--output", required=True, help="JSON file: every request and a summary")
     r.add_argument("--max-s", type=float, default=1800, help="stop anyway after this many seconds")
+    r.add_argument("--ready-file", help="touched once the working set exists and the load runs")
     r.add_argument("--rate", type=float, default=60.0, help="requests per second in total")
     r.add_argument("--write-ratio", type=float, default=0.2)
     args = parser.parse_args(argv)

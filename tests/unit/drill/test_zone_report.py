@@ -164,3 +164,20 @@ def test_bad_input_is_refused_naming_the_key(thresholds, context, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         zone_report.build_zone_report(zone="a", mode="kill", t0_wall=T0, services={}, app=None, alerts=None,
                                       context=context, thresholds=thresholds)  # fmt: skip
+
+
+def test_in_a_partition_the_zone_alerts_are_news_but_must_resolve():
+    notifications = [
+        notification(60.0, "firing", "DatabaseDown", "node-a"),  # the cut-off member's database, really down
+        notification(90.0, "resolved", "DatabaseDown", "node-a"),
+        notification(70.0, "firing", "RedisTwoMasters", ""),
+    ]
+    doc = zone_report.build_zone_report(
+        zone="a", mode="partition", t0_wall=T0, services={}, app=None,
+        alerts={"notifications": notifications, "zone_nodes": ["node-a"], "expected": []},
+        context={"disrupt_start": KILL}, thresholds={},
+    )  # fmt: skip
+
+    assert doc["alerts"]["not_inhibited"] == [] and doc["alerts"]["missing"] == []
+    assert doc["alerts"]["unresolved"] == ["RedisTwoMasters ()"]
+    assert doc["verdict"] == "fail"
