@@ -193,7 +193,7 @@ class Database:
         """
         try:
             conn = await asyncio.wait_for(Connection.connect(self.config.db_conninfo()), timeout)
-        except (TimeoutError, psycopg.OperationalError):
+        except BaseException:  # the caller's own timeout cancels it (readiness: same budget)
             self._search_primary()
             raise
         try:

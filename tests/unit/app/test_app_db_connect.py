@@ -170,8 +170,8 @@ def test_the_readiness_probe_finds_the_primary_past_a_black_holed_first_host(mut
         db = Database(config, CircuitBreaker("database", BreakerSettings(5, 5.0, 2)))
         out = []
         for _ in range(6):
-            try:
-                out.append((await db.ping(1.0)).split("/")[0] == pg.host)
+            try:  # as /ready calls it: its own timeout around the probe's, the same 1 s
+                out.append((await asyncio.wait_for(db.ping(1.0), 1.0)).split("/")[0] == pg.host)
             except (TimeoutError, psycopg.OperationalError):
                 out.append(False)
             await asyncio.sleep(0.5)
