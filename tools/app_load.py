@@ -177,6 +177,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- drill -----------------------------------------------------------------------
+def start_load(args: argparse.Namespace) -> tuple[Load, threading.Thread]:
+    """Create the working set, then keep loading in a thread until ``load.stop`` is set."""
+    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout)
+    ready = threading.Event()
+    thread = threading.Thread(target=lambda: asyncio.run(load.run(None, ready)), daemon=True)
+    thread.start()
+    if not ready.wait(60):
+        raise SystemExit("app_load: could not create the working set through the load balancer within 60 s")
+    return load, thread
+
+
 def drill_events(report_dir: Path) -> tuple[Path | None, dict[str, Any]]:
     """The drill engine's report (JSON) and its events by name (first of each)."""
     reports = sorted(p for p in glob.glob(str(report_dir / "*.json")))
@@ -200,12 +211,7 @@ def drill_events(report_dir: Path) -> tuple[Path | None, dict[str, Any]]:
 def drill(args: argparse.Namespace) -> dict[str, Any]:
     report_dir = Path(args.out) / "raw" / f"app-drill-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     report_dir.mkdir(parents=True, exist_ok=True)
-    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout)
-    ready = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(load.run(None, ready)), daemon=True)
-    thread.start()
-    if not ready.wait(60):
-        raise SystemExit("app_load: could not create the working set through the load balancer within 60 s")
+    load, thread = start_load(args)
     time.sleep(args.baseline_s)
     t_play = time.time()
     cmd = ["ansible-playbook", args.playbook, "-e", f"drill_report_dir={report_dir}"]
@@ -268,12 +274,7 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
 def record(args: argparse.Namespace) -> dict[str, Any]:
     """Load until --stop-file exists (or --max-s); write every request to --output."""
     stop_file = Path(args.stop_file)
-    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout)
-    ready = threading.Event()
-    thread = threading.Thread(target=lambda: asyncio.run(load.run(None, ready)), daemon=True)
-    thread.start()
-    if not ready.wait(60):
-        raise SystemExit("app_load: could not create the working set through the load balancer within 60 s")
+    load, thread = start_load(args)
     t_start = time.time()
     if args.ready_file:
         Path(args.ready_file).touch()

@@ -170,6 +170,7 @@ import os  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
 from ansible_collections.hastack.ha.plugins.module_utils.drill.report import (  # noqa: E402
     build_report,
+    finish_module,
     report_basename,
     write_report,
 )
@@ -195,14 +196,10 @@ def main() -> None:
     except (OSError, ValueError) as ex:
         module.fail_json(msg=f"cannot read the drill recording {p['raw']}: {ex}")
     if not isinstance(raw, dict) or "writer" not in raw:
-        module.fail_json(
-            msg=f"{p['raw']} is not a recording of hastack.ha.pg_drill_recorder (no 'writer' key)"
-        )
+        module.fail_json(msg=f"{p['raw']} is not a recording of hastack.ha.pg_drill_recorder (no 'writer' key)")
 
     try:
-        report = build_report(
-            raw, p["drill"], p["thresholds"], p["context"], p["events"], raw_path=p["raw"]
-        )
+        report = build_report(raw, p["drill"], p["thresholds"], p["context"], p["events"], raw_path=p["raw"])
     except ValueError as ex:
         module.fail_json(msg=f"drill_report: {ex}")
 
@@ -217,21 +214,7 @@ def main() -> None:
         except OSError as ex:
             module.fail_json(msg=f"cannot write the report into {p['report_dir']}: {ex}")
 
-    result = {
-        "changed": not module.check_mode,
-        "verdict": report["verdict"],
-        "violations": report["violations"],
-        "metrics": report["metrics"],
-        "files": files,
-    }
-    if report["violations"] and p["fail_on_violation"]:
-        listed = "; ".join(v["message"] for v in report["violations"])
-        module.fail_json(
-            msg=f"drill {p['drill']} crossed {len(report['violations'])} threshold(s): "
-            f"{listed} (report: {files['md']})",
-            **result,
-        )
-    module.exit_json(**result)
+    finish_module(module, report, files, f"drill {p['drill']}", metrics=report["metrics"])
 
 
 if __name__ == "__main__":

@@ -160,6 +160,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible_collections.hastack.ha.plugins.module_utils.drill.report import finish_module  # noqa: E402
 from ansible_collections.hastack.ha.plugins.module_utils.drill.zone_report import (  # noqa: E402
     build_zone_report,
     write_zone_report,
@@ -261,21 +262,9 @@ def main() -> None:
         except OSError as ex:
             module.fail_json(msg=f"cannot write the report into {p['report_dir']}: {ex}")
 
-    result = {
-        "changed": not module.check_mode,
-        "verdict": report["verdict"],
-        "violations": report["violations"],
-        "stack": report["stack"],
-        "services": report["services"],
-        "alerts": report["alerts"],
-        "files": files,
-    }
-    if report["violations"] and p["fail_on_violation"]:
-        listed = "; ".join(v["message"] for v in report["violations"])
-        module.fail_json(
-            msg=f"zone drill crossed {len(report['violations'])} limit(s): {listed} (report: {files['md']})", **result
-        )
-    module.exit_json(**result)
+    finish_module(
+        module, report, files, "zone drill", stack=report["stack"], services=report["services"], alerts=report["alerts"]
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ THRESHOLDS: dict[str, tuple[str, str]] = {
 }
 
 
-def check_thresholds(
-    metrics: Mapping[str, Any], thresholds: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+def check_thresholds(metrics: Mapping[str, Any], thresholds: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Violations of ``thresholds``: ``[{threshold, metric, value, limit, message}]``.
 
     A threshold set to ``None`` is not checked. A metric that was not measured
@@ -40,9 +38,7 @@ def check_thresholds(
     """
     unknown = sorted(set(thresholds) - set(THRESHOLDS))
     if unknown:
-        raise ValueError(
-            f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(THRESHOLDS)}"
-        )
+        raise ValueError(f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(THRESHOLDS)}")
     violations = []
     for name, limit in thresholds.items():
         if limit is None:
@@ -55,9 +51,7 @@ def check_thresholds(
         elif value is None:
             violations.append(_violation(name, metric, None, limit, f"{metric} was not measured"))
         elif value > limit:
-            violations.append(
-                _violation(name, metric, value, limit, f"{metric} = {value} > {limit}")
-            )
+            violations.append(_violation(name, metric, value, limit, f"{metric} = {value} > {limit}"))
     return violations
 
 
@@ -142,9 +136,7 @@ def report_basename(report: Mapping[str, Any]) -> str:
     return f"{drill}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
 
 
-def write_report(
-    report: Mapping[str, Any], raw: Mapping[str, Any], report_dir: str
-) -> dict[str, str]:
+def write_report(report: Mapping[str, Any], raw: Mapping[str, Any], report_dir: str) -> dict[str, str]:
     """Write the JSON, Markdown and PNG files; return their paths."""
     os.makedirs(report_dir, exist_ok=True)
     base = os.path.join(report_dir, report_basename(report))
@@ -188,8 +180,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lost_text = (
         f"not measured: {m['readback'].get('error')}"
         if lost is None
-        else f"{lost} of {w['ack']} acknowledged (read back from "
-        f"{m['readback'].get('member') or '?'})"
+        else f"{lost} of {w['ack']} acknowledged (read back from {m['readback'].get('member') or '?'})"
     )
     unknown_text = str(m["unknown_writes"])
     if w.get("unknown_committed") is not None and m["unknown_writes"]:
@@ -244,9 +235,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += [f"| {k} | {_cell(v)} |" for k, v in extra.items()]
     if m["errors"]["by_message"]:
         out += ["", "## Errors and unknowns", "", "| count | outcome: message |", "|---|---|"]
-        out += [
-            f"| {n} | {_cell(msg)} |" for msg, n in list(m["errors"]["by_message"].items())[:10]
-        ]
+        out += [f"| {n} | {_cell(msg)} |" for msg, n in list(m["errors"]["by_message"].items())[:10]]
     return "\n".join(out) + "\n"
 
 
@@ -406,3 +395,21 @@ def render_png(report: Mapping[str, Any], raw: Mapping[str, Any], path: str) -> 
         fig.savefig(path, dpi=110)
     finally:
         plt.close(fig)
+
+
+def finish_module(module: Any, report: Mapping[str, Any], files: Mapping[str, str], what: str, **result: Any) -> None:
+    """exit_json with the verdict, violations and files (plus ``result``), or
+    fail_json listing the violations when the module's fail_on_violation says so."""
+    result = {
+        "changed": not module.check_mode,
+        "verdict": report["verdict"],
+        "violations": report["violations"],
+        **result,
+        "files": dict(files),
+    }
+    if report["violations"] and module.params["fail_on_violation"]:
+        listed = "; ".join(v["message"] for v in report["violations"])
+        module.fail_json(
+            msg=f"{what} crossed {len(report['violations'])} threshold(s): {listed} (report: {files['md']})", **result
+        )
+    module.exit_json(**result)
