@@ -117,10 +117,7 @@ def check_sync(cluster: dict[str, Any], expected_sync_count: int) -> list[str]:
     if not sync and expected_sync_count > 0:
         return ["no synchronous standby (synchronous_mode on)"]
     if len(sync) < expected_sync_count:
-        return [
-            f"expected {_plural(expected_sync_count, 'synchronous standby')}, "
-            f"found {len(sync)}: {', '.join(sync)}"
-        ]
+        return [f"expected {_plural(expected_sync_count, 'synchronous standby')}, found {len(sync)}: {', '.join(sync)}"]
     return []
 
 
@@ -161,8 +158,7 @@ def patroni_problems(
     expected_sync_count = _non_negative_int(expected_sync_count, "expected_sync_count")
     if expected_names is not None and isinstance(expected_names, str | bytes):
         raise AnsibleFilterError(
-            f"patroni_problems: expected_names must be a list of member names, "
-            f"got the string {expected_names!r}"
+            f"patroni_problems: expected_names must be a list of member names, got the string {expected_names!r}"
         )
     problems = check_paused(cluster)
     problems += check_member_count(members, expected_members, expected_names)
@@ -201,10 +197,7 @@ def patroni_health_table(cluster: dict[str, Any]) -> list[str]:
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
 
 
 class FilterModule:

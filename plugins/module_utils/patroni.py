@@ -102,16 +102,13 @@ def build_opener(settings: ApiSettings) -> urllib.request.OpenerDirector:
         context = ssl.create_default_context(cafile=settings.ca_file)
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(
-            f"ca_file {settings.ca_file!r}: cannot load CA certificates ({exc}); "
-            "give a readable PEM file"
+            f"ca_file {settings.ca_file!r}: cannot load CA certificates ({exc}); give a readable PEM file"
         ) from exc
     if not settings.validate_certs:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     # The REST API is cluster-internal: never send it through an HTTP proxy.
-    return urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-    )
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
 
 
 def _auth_header(settings: ApiSettings) -> dict[str, str]:
@@ -144,14 +141,10 @@ def _describe_http_error(exc: urllib.error.HTTPError) -> str:
     return text
 
 
-def get_json(
-    url: str, settings: ApiSettings, opener: urllib.request.OpenerDirector | None = None
-) -> Any:
+def get_json(url: str, settings: ApiSettings, opener: urllib.request.OpenerDirector | None = None) -> Any:
     """``GET url`` and decode JSON. Raises ``PatroniApiError`` naming the reason."""
     opener = opener or build_opener(settings)
-    request = urllib.request.Request(
-        url, headers={"Accept": "application/json", **_auth_header(settings)}
-    )
+    request = urllib.request.Request(url, headers={"Accept": "application/json", **_auth_header(settings)})
     try:
         with opener.open(request, timeout=settings.timeout) as response:
             body = response.read()
@@ -304,9 +297,7 @@ def assemble_from_statuses(statuses: dict[str, dict[str, Any]]) -> dict[str, Any
     member reports itself primary; otherwise it stays None (unknown).
     """
     leader_positions = [
-        parse_int((st.get("xlog") or {}).get("location"))
-        for st in statuses.values()
-        if _status_role(st) == "leader"
+        parse_int((st.get("xlog") or {}).get("location")) for st in statuses.values() if _status_role(st) == "leader"
     ]
     leader_lsn = leader_positions[0] if len(leader_positions) == 1 else None
     members = []

@@ -347,8 +347,7 @@ def main() -> None:
         module.fail_json(msg=str(ex), run_id=p["run_id"])
     except (OSError, pgio.psycopg.Error) as ex:
         module.fail_json(
-            msg=f"drill recorder failed: {pgio.short_error(ex)}; "
-            f"nothing usable was written to {p['output']}",
+            msg=f"drill recorder failed: {pgio.short_error(ex)}; nothing usable was written to {p['output']}",
             run_id=p["run_id"],
         )
 
@@ -363,8 +362,7 @@ def main() -> None:
         module.warn(f"sampler of {member} stopped early: {error}")
     if raw["writer"]["fatal"]:
         module.fail_json(
-            msg=f"the drill writer crashed: {raw['writer']['fatal']} "
-            f"(partial data in {p['output']})",
+            msg=f"the drill writer crashed: {raw['writer']['fatal']} (partial data in {p['output']})",
             changed=True,
             **result,
         )

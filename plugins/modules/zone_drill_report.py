@@ -68,7 +68,9 @@ options:
     description:
       - C(notifications) (path of the receiver's JSON lines), C(since) (wall-clock seconds;
         earlier lines are ignored), C(zone_nodes), C(expected) (alert names) and
-        C(firing_at_end) (label sets of the alerts Alertmanager still had active at the end).
+        C(firing_at_end) (label sets of the alerts Alertmanager still had active at the end),
+        C(may_outlive) (alert names over windows longer than the drill - error budget burn
+        rates, latency - listed but not required to resolve).
     type: dict
   context:
     description:
@@ -235,6 +237,7 @@ def main() -> None:
             "zone_nodes": a.get("zone_nodes") or [],
             "expected": a.get("expected") or [],
             "firing_at_end": a.get("firing_at_end") or [],
+            "may_outlive": a.get("may_outlive") or [],
         }
     try:
         report = build_zone_report(

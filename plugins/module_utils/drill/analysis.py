@@ -128,9 +128,7 @@ def lost_writes(attempts: Sequence[Attempt], present_ids: Iterable[int] | None) 
         }
     present = set(present_ids)
     lost = sorted(a["id"] for a in attempts if a["outcome"] == "ack" and a["id"] not in present)
-    error_committed = sorted(
-        a["id"] for a in attempts if a["outcome"] == "error" and a["id"] in present
-    )
+    error_committed = sorted(a["id"] for a in attempts if a["outcome"] == "error" and a["id"] in present)
     return {
         "lost": len(lost),
         "lost_ids": lost[:ID_LIST_LIMIT],
@@ -245,11 +243,7 @@ def split_brain_from_acks(attempts: Sequence[Attempt]) -> list[dict[str, Any]]:
                 )
         if k > 0:
             prev = runs[k - 1]
-            if (
-                prev["timelines"]
-                and run["timelines"]
-                and min(run["timelines"]) < max(prev["timelines"])
-            ):
+            if prev["timelines"] and run["timelines"] and min(run["timelines"]) < max(prev["timelines"]):
                 episodes.append(
                     {
                         "method": "acks",
@@ -307,9 +301,7 @@ def servers(attempts: Sequence[Attempt], names: Mapping[str, str] | None = None)
     return list(seen.values())
 
 
-def leader_changes(
-    attempts: Sequence[Attempt], names: Mapping[str, str] | None = None
-) -> list[dict[str, Any]]:
+def leader_changes(attempts: Sequence[Attempt], names: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Each switch of the acknowledging server: last ack of the old, first of the new."""
     names = names or {}
     runs = ack_runs(attempts)
@@ -391,11 +383,7 @@ def answering_again(
         if target not in samples or w.get("open"):
             continue
         first = next(
-            (
-                s
-                for s in samples[target]
-                if s["t_start"] >= w["end_t"] and s["state"] in ("primary", "replica")
-            ),
+            (s for s in samples[target] if s["t_start"] >= w["end_t"] and s["state"] in ("primary", "replica")),
             None,
         )
         out[target] = None if first is None else _r(first["t_end"] - w["end_t"])
@@ -474,9 +462,7 @@ def _seconds(value: Any, name: str) -> float | None:
         raise ValueError(f"{name} must be a number of seconds, got {value!r}") from None
 
 
-def normalise_events(
-    events: Iterable[Mapping[str, Any]], anchor_wall: float | None
-) -> list[dict[str, Any]]:
+def normalise_events(events: Iterable[Mapping[str, Any]], anchor_wall: float | None) -> list[dict[str, Any]]:
     """Give each event a relative ``t`` from its ``t_wall`` (epoch seconds or ISO 8601)."""
     out = []
     for ev in events:

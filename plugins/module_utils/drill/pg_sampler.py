@@ -129,9 +129,7 @@ class MemberSampler(threading.Thread):
         t_start = self.clock.now()
         if self._conn is None:
             try:
-                self._conn = pgio.connect(
-                    self.conninfo, password=self.password, application_name=self.application_name
-                )
+                self._conn = pgio.connect(self.conninfo, password=self.password, application_name=self.application_name)
             except pgio.psycopg.Error as ex:
                 return Sample(t_start, self.clock.now(), "unknown", error=pgio.short_error(ex))
         try:

@@ -173,9 +173,7 @@ class PgWriter(threading.Thread):
                     phase="connect",
                 )
         try:
-            result = pgio.execute(
-                self._conn, INSERT, (self.run_id, str(wid)), timeout_s=self.write_timeout_s
-            )
+            result = pgio.execute(self._conn, INSERT, (self.run_id, str(wid)), timeout_s=self.write_timeout_s)
         except pgio.PgQueryError as ex:
             self._drop()
             outcome = "unknown" if ex.sent and not ex.server_error else "error"
@@ -186,9 +184,7 @@ class PgWriter(threading.Thread):
         if result.syncrep_cancelled:
             # Committed locally, maybe on no standby: exactly what must not count.
             self._drop()
-            return WriteAttempt(
-                wid, t_start, t_end, "unknown", server, tl, error="; ".join(result.notices)
-            )
+            return WriteAttempt(wid, t_start, t_end, "unknown", server, tl, error="; ".join(result.notices))
         return WriteAttempt(wid, t_start, t_end, "ack", server, tl)
 
     def _drop(self) -> None:

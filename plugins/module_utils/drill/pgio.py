@@ -153,9 +153,7 @@ def _execute(
     try:
         while pgconn.flush() != 0:
             if not _wait(fd, write=True, deadline=deadline):
-                raise PgQueryError(
-                    f"query not sent within {timeout_s:g} s", sent=True, timed_out=True
-                )
+                raise PgQueryError(f"query not sent within {timeout_s:g} s", sent=True, timed_out=True)
     except psycopg.Error as ex:
         raise PgQueryError(f"connection lost while sending: {_first_line(ex)}", sent=True) from None
 
@@ -168,9 +166,7 @@ def _execute(
         except psycopg.Error as ex:
             if error is not None:  # the server said why before closing (FATAL): not committed
                 raise error from None
-            raise PgQueryError(
-                f"connection lost while waiting for the answer: {_first_line(ex)}", sent=True
-            ) from None
+            raise PgQueryError(f"connection lost while waiting for the answer: {_first_line(ex)}", sent=True) from None
         if busy:
             if not _wait(fd, write=False, deadline=deadline):
                 raise PgQueryError(
@@ -184,10 +180,7 @@ def _execute(
             break
         status = res.status
         if status in (pq.ExecStatus.TUPLES_OK, pq.ExecStatus.COMMAND_OK):
-            rows = [
-                tuple(_text(res.get_value(r, c)) for c in range(res.nfields))
-                for r in range(res.ntuples)
-            ]
+            rows = [tuple(_text(res.get_value(r, c)) for c in range(res.nfields)) for r in range(res.ntuples)]
         elif error is None:
             message = _text(res.error_message) or f"result status {status.name}"
             sqlstate = _text(res.error_field(pq.DiagnosticField.SQLSTATE))

@@ -152,9 +152,7 @@ def _prepare(config: RecorderConfig, conninfo: str) -> None:
     while time.monotonic() < deadline:
         conn = None
         try:
-            conn = pgio.connect(
-                conninfo, password=config.password, application_name="hastack-drill-setup"
-            )
+            conn = pgio.connect(conninfo, password=config.password, application_name="hastack-drill-setup")
             ensure_schema(conn, config.write_timeout_s)
             return
         except (pgio.psycopg.Error, pgio.PgQueryError) as ex:
@@ -177,9 +175,7 @@ def read_back(config: RecorderConfig, conninfo: str, clock: Clock) -> dict[str, 
         attempts += 1
         conn = None
         try:
-            conn = pgio.connect(
-                conninfo, password=config.password, application_name="hastack-drill-readback"
-            )
+            conn = pgio.connect(conninfo, password=config.password, application_name="hastack-drill-readback")
             ids, server = read_back_ids(conn, config.run_id, timeout_s=10.0)
             return {
                 "ok": True,
@@ -228,12 +224,9 @@ def record(config: RecorderConfig) -> dict[str, Any]:
     """Run the whole recording; write ``config.output``; return the raw data."""
     if os.path.exists(config.stop_file):
         raise RecorderError(
-            f"stop file {config.stop_file} exists before the drill started: remove it "
-            "(the recorder would stop at once)"
+            f"stop file {config.stop_file} exists before the drill started: remove it (the recorder would stop at once)"
         )
-    conninfo = writer_conninfo(
-        config.conninfo, config.dbname, config.user, config.connect_timeout_s
-    )
+    conninfo = writer_conninfo(config.conninfo, config.dbname, config.user, config.connect_timeout_s)
     _prepare(config, conninfo)
 
     clock = Clock.start()

@@ -116,8 +116,12 @@ def alert_metrics(
     zone_nodes: Sequence[str],
     expected: Sequence[str],
     firing_at_end: Sequence[Mapping[str, Any]] = (),
+    may_outlive: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """What the receiver got: each alert's first firing and first resolved notification after it."""
+    """What the receiver got: each alert's first firing and first resolved notification after it.
+
+    ``may_outlive``: alerts over windows longer than the drill (the error
+    budget's burn rates, latency): listed, but their resolution is not awaited."""
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for record in sorted(notifications, key=lambda r: r.get("received_at", 0)):
         received = record.get("received_at")
@@ -149,7 +153,9 @@ def alert_metrics(
         if not any(e["alert"] == name and e["where"] == node and e["fired_t"] is not None for e in alerts)
     ]
     unresolved = [
-        f"{e['alert']} ({e['where']})" for e in alerts if e["fired_t"] is not None and e["resolved_t"] is None
+        f"{e['alert']} ({e['where']})"
+        for e in alerts
+        if e["fired_t"] is not None and e["resolved_t"] is None and e["alert"] not in may_outlive
     ]
     # NodeDown inhibits every other alert about its node: when it is expected
     # (the zone's nodes die), nothing else about them may reach the receiver.
@@ -163,12 +169,16 @@ def alert_metrics(
         and e["fired_t"] is not None
     ]
     still_firing = sorted(
-        {f"{a.get('alertname', '?')} ({a.get('node') or a.get('instance') or ''})" for a in firing_at_end}
-        - {"Watchdog ()"}
+        {
+            f"{a.get('alertname', '?')} ({a.get('node') or a.get('instance') or ''})"
+            for a in firing_at_end
+            if a.get("alertname") not in ("Watchdog", *may_outlive)
+        }
     )
     return {
         "notified": alerts,
         "expected": list(expected),
+        "may_outlive": list(may_outlive),
         "missing": missing,
         "unresolved": unresolved,
         "not_inhibited": not_inhibited,
@@ -283,6 +293,7 @@ def build_zone_report(
             alerts.get("zone_nodes") or [],
             alerts.get("expected") or [],
             alerts.get("firing_at_end") or [],
+            alerts.get("may_outlive") or [],
         )
         for key, label in (
             ("missing", "never notified"),

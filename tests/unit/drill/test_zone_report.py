@@ -171,13 +171,18 @@ def test_in_a_partition_the_zone_alerts_are_news_but_must_resolve():
         notification(60.0, "firing", "DatabaseDown", "node-a"),  # the cut-off member's database, really down
         notification(90.0, "resolved", "DatabaseDown", "node-a"),
         notification(70.0, "firing", "RedisTwoMasters", ""),
+        notification(75.0, "firing", "ErrorBudgetBurnFast", ""),  # its windows outlive the drill
     ]
     doc = zone_report.build_zone_report(
         zone="a", mode="partition", t0_wall=T0, services={}, app=None,
-        alerts={"notifications": notifications, "zone_nodes": ["node-a"], "expected": []},
+        alerts={"notifications": notifications, "zone_nodes": ["node-a"], "expected": [],
+                "may_outlive": ["ErrorBudgetBurnFast"],
+                "firing_at_end": [{"alertname": "ErrorBudgetBurnFast"}, {"alertname": "Watchdog"}]},
         context={"disrupt_start": KILL}, thresholds={},
     )  # fmt: skip
 
     assert doc["alerts"]["not_inhibited"] == [] and doc["alerts"]["missing"] == []
     assert doc["alerts"]["unresolved"] == ["RedisTwoMasters ()"]
+    assert doc["alerts"]["still_firing"] == []
+    assert [e["alert"] for e in doc["alerts"]["notified"]] == ["DatabaseDown", "RedisTwoMasters", "ErrorBudgetBurnFast"]
     assert doc["verdict"] == "fail"
