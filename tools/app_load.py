@@ -74,7 +74,15 @@ class Load:
     async def prepare(self, client: httpx.AsyncClient) -> None:
         """Create the working set (its first write puts each item into the cache)."""
         for i in range(self.items):
-            r = await client.post("/items", json={"name": f"load-{i}", "data": {"i": i}})
+            for attempt in range(30):  # a failover may be settling: retry a failed create for up to ~30 s
+                try:
+                    r = await client.post("/items", json={"name": f"load-{i}", "data": {"i": i}})
+                    if r.status_code < 500:
+                        break
+                except httpx.TransportError:
+                    if attempt == 29:
+                        raise
+                await asyncio.sleep(1)
             r.raise_for_status()
             self.ids.append(r.json()["id"])
 

@@ -82,6 +82,17 @@ class Config:
             target_session_attrs="read-write",
             connect_timeout=self.db_connect_timeout_s,
             application_name=f"hastack-app-{self.instance}"[:63],
+            # A connection whose peer's packets are dropped (its zone cut off)
+            # must fail in seconds, not when TCP gives up (about 15 min): data
+            # unacknowledged for the query timeout, or an idle connection
+            # unanswered for 10 + 3 x 2 s, closes it. Without this, pooled
+            # connections in retransmission backoff outlived a partition's heal
+            # and timed out requests after it (zone drill).
+            tcp_user_timeout=int(self.db_timeout_s * 1000),
+            keepalives=1,
+            keepalives_idle=10,
+            keepalives_interval=2,
+            keepalives_count=3,
         )
 
 

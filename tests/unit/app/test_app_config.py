@@ -28,6 +28,8 @@ def test_defaults_and_multi_host_conninfo() -> None:
     conninfo = config.db_conninfo()
     assert "host=127.0.0.11,127.0.0.12" in conninfo and "port=5432,5433" in conninfo
     assert "target_session_attrs=read-write" in conninfo
+    # dead peers (dropped packets) are noticed within seconds: the query timeout, keepalives
+    assert "tcp_user_timeout=3000" in conninfo and "keepalives_idle=10" in conninfo, conninfo
 
 
 def test_secret_from_a_file(tmp_path: Path) -> None:
