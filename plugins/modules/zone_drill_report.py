@@ -162,11 +162,13 @@ import json  # noqa: E402
 import os  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
-from ansible_collections.hastack.ha.plugins.module_utils.drill.report import finish_module  # noqa: E402
+from ansible_collections.hastack.ha.plugins.module_utils.drill.report import (  # noqa: E402
+    finish_module,
+    report_basename,
+)
 from ansible_collections.hastack.ha.plugins.module_utils.drill.zone_report import (  # noqa: E402
     build_zone_report,
     write_zone_report,
-    zone_report_basename,
 )
 
 
@@ -255,7 +257,7 @@ def main() -> None:
         module.fail_json(msg=f"zone_drill_report: {ex}")
 
     if module.check_mode:
-        base = os.path.join(p["report_dir"], zone_report_basename(report))
+        base = os.path.join(p["report_dir"], report_basename(report))
         files = {ext: f"{base}.{ext}" for ext in ("json", "md", "png")}
     else:
         try:

@@ -27,7 +27,6 @@ Times in the report are seconds since the drill started (``t0_wall``).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -36,7 +35,9 @@ from ansible_collections.hastack.ha.plugins.module_utils.drill.analysis import p
 from ansible_collections.hastack.ha.plugins.module_utils.drill.fileio import write_json
 from ansible_collections.hastack.ha.plugins.module_utils.drill.report import (
     SERVER_COLOURS,
+    _cell,
     build_report,
+    report_basename,
 )
 
 ZONE_REPORT_FORMAT = "hastack.drill.zone_report/1"
@@ -330,12 +331,6 @@ def build_zone_report(
     }
 
 
-def zone_report_basename(report: Mapping[str, Any]) -> str:
-    drill = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(report["drill"])).strip("._") or "zone"
-    when = datetime.fromisoformat(str(report["started_at"]))
-    return f"{drill}-{when.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
-
-
 def write_zone_report(
     report: Mapping[str, Any],
     raws: Mapping[str, Mapping[str, Any]],
@@ -344,7 +339,7 @@ def write_zone_report(
     report_dir: str,
 ) -> dict[str, str]:
     os.makedirs(report_dir, exist_ok=True)
-    base = os.path.join(report_dir, zone_report_basename(report))
+    base = os.path.join(report_dir, report_basename(report))
     files = {"json": base + ".json", "md": base + ".md", "png": base + ".png"}
     write_json(files["json"], report, indent=2)
     with open(files["md"], "w") as fh:
@@ -358,10 +353,6 @@ def _s(value: Any) -> str:
     if value is None:
         return "not measured"
     return f"{value:.2f} s" if isinstance(value, float) else str(value)
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def render_zone_markdown(report: Mapping[str, Any]) -> str:
