@@ -8,19 +8,15 @@ install something.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from ansible_cli import run_ansible_tool
 from ansible_collections.hastack.ha.plugins.module_utils.deb_packages import (
     dpkg_query_command,
     installed_packages,
     missing_packages,
 )
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_only_healthy_installs_count_and_the_order_is_kept():
@@ -43,29 +39,13 @@ def test_the_query_runs_against_this_machines_dpkg():
 
 
 def run_action(*args: str) -> dict:
-    env = dict(
-        os.environ,
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
-        ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json",
-        ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.json",
-    )
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ansible"),
-            "localhost",
-            "-c",
-            "local",
-            "-m",
-            "hastack.ha.deb_packages",
-            *args,
-        ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    json_output = {
+        "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.json",
+    }
+    proc = run_ansible_tool(
+        "ansible", "localhost", "-c", "local", "-m", "hastack.ha.deb_packages", *args, env=json_output
     )
     doc = json.loads(proc.stdout)
     return doc["plays"][0]["tasks"][0]["hosts"]["localhost"]

@@ -7,29 +7,16 @@ still runs, but ansible-doc and AWX show nothing for it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import yaml
+from ansible_cli import REPO, run_ansible_tool
 
-REPO = Path(__file__).resolve().parents[2]
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("*.py") if p.stem != "__init__")
 
 
 def test_ansible_doc_reads_every_module():
     names = [f"hastack.ha.{m}" for m in MODULES]
-    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-doc"), "--json", *names],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_ansible_tool("ansible-doc", "--json", *names)
     assert proc.returncode == 0, proc.stderr
     docs = json.loads(proc.stdout)
     assert sorted(docs) == names, proc.stderr
