@@ -18,13 +18,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from .drill_helpers import is_healthy, lab_var, node_addresses, patroni_cluster, run_playbook, wait_healthy
+from .drill_helpers import REPO, is_healthy, lab_var, node_addresses, patroni_cluster, run_playbook, wait_healthy
 
 pytestmark = pytest.mark.lab
 
 # The role's pin is 4.1.5 (roles/patroni_postgres/defaults/main.yml).
 OTHER_PATRONI = "4.1.4"
+INVENTORY_DRILLS = REPO / "inventories" / "local" / "group_vars" / "all" / "drills.yml"
 
 
 def patroni_versions(lab: dict) -> dict[str, str]:
@@ -101,7 +103,8 @@ def test_rolling_update_keeps_the_limits(lab, tmp_path):
         assert metrics["split_brain"] is False, (name, summary)
     pg = found["rolling_update"]
     assert pg["context"]["old_leader"] != pg["context"]["new_leader"], summary
-    assert pg["thresholds"]["max_write_gap_s"] == 3, "held to the switchover drill's limit"
+    switchover = yaml.safe_load(INVENTORY_DRILLS.read_text())["drill_pg_max_write_gap_s"]["switchover"]
+    assert pg["thresholds"]["max_write_gap_s"] == float(switchover), "held to the switchover drill's limit"
 
     assert set(patroni_versions(lab).values()) == {version}, patroni_versions(lab)
     assert is_healthy(patroni_cluster(lab))
