@@ -5,8 +5,8 @@
 Pure functions: no I/O. Two kinds:
 
 - manifest checks (``k8s_selector_problems``, ``k8s_pdb_problems``,
-  ``k8s_spread_problems``, ``k8s_container_problems``, and
-  ``k8s_manifest_problems`` for all of them) take the list of objects a role
+  ``k8s_spread_problems``, ``k8s_container_problems``, ``k8s_job_problems``,
+  and ``k8s_manifest_problems`` for all of them) take the list of objects a role
   rendered and return one line per problem; an empty list means none. They
   check what a schema cannot: that the objects fit together.
 - live verdicts (``zone_skew``, ``pdb_headroom``, ``k8s_rollout_problems``)
@@ -26,6 +26,8 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet", "ReplicaSet")
+# Run to completion: no replicas, PDB, spread or probes, but sized and pinned containers.
+JOB_KINDS = ("Job",)
 ZONE_KEY = "topology.kubernetes.io/zone"
 HOSTNAME_KEY = "kubernetes.io/hostname"
 # name[:tag] or name@sha256:...; the tag is what follows the last ':' after the last '/'.
@@ -84,8 +86,10 @@ def _replicas(workload: dict[str, Any]) -> int | None:
     return int((workload.get("spec") or {}).get("replicas", 1))
 
 
-def _selected(selector: dict[str, str], objects: list[dict[str, Any]], ignore: Iterable[str] = ()) -> list[dict]:
-    return [w for w in _workloads(objects) if _matches(selector, _pod_labels(w), ignore)]
+def _selected(
+    selector: dict[str, str], objects: list[dict[str, Any]], ignore: Iterable[str] = (), kinds: tuple = WORKLOAD_KINDS
+) -> list[dict]:
+    return [w for w in objects if w.get("kind") in kinds and _matches(selector, _pod_labels(w), ignore)]
 
 
 # --- manifest checks ------------------------------------------------------------
@@ -96,8 +100,9 @@ def k8s_selector_problems(objects: Any, runtime_labels: list[str] | None = None)
 
     A workload's selector must match its own pod template; each Service,
     PodDisruptionBudget and NetworkPolicy must select the pods of at least one
-    rendered workload. ``runtime_labels`` are label keys set on pods at run
-    time (Patroni's ``role``), ignored in Service selectors.
+    rendered workload (a NetworkPolicy: or Job). ``runtime_labels`` are label
+    keys set on pods at run time (Patroni's ``role``), ignored in Service
+    selectors.
     """
     objects = _resources(objects, "k8s_selector_problems")
     ignore = list(runtime_labels or [])
@@ -120,9 +125,10 @@ def k8s_selector_problems(objects: Any, runtime_labels: list[str] | None = None)
             selector, where, skip = _labels(spec.get("podSelector")), "spec.podSelector.matchLabels", []
         else:
             continue
+        kinds = WORKLOAD_KINDS + JOB_KINDS if kind == "NetworkPolicy" else WORKLOAD_KINDS
         if not selector:
             problems.append(f"{_ref(o)}: {where} is empty (it would select every pod or none)")
-        elif not _selected(selector, objects, skip):
+        elif not _selected(selector, objects, skip, kinds):
             problems.append(f"{_ref(o)}: {where} {selector} matches the pods of no rendered workload")
     return problems
 
@@ -250,14 +256,14 @@ def image_problem(image: Any) -> str | None:
 def k8s_container_problems(objects: Any) -> list[str]:
     """Every container is probed, sized and pinned.
 
-    Containers: a readinessProbe and a livenessProbe; every container and init
-    container: requests of cpu and memory, a memory limit equal to the memory
-    request (no overcommit of memory), an image pinned by a tag other than
-    latest or by a digest.
+    Containers of workloads: a readinessProbe and a livenessProbe; every
+    container and init container, of Jobs too: requests of cpu and memory, a
+    memory limit equal to the memory request (no overcommit of memory), an
+    image pinned by a tag other than latest or by a digest.
     """
     objects = _resources(objects, "k8s_container_problems")
     problems = []
-    for w in _workloads(objects):
+    for w in [o for o in objects if o.get("kind") in WORKLOAD_KINDS + JOB_KINDS]:
         spec = _pod_spec(w)
         pairs = [("container", c) for c in spec.get("containers") or []]
         pairs += [("init container", c) for c in spec.get("initContainers") or []]
@@ -265,7 +271,7 @@ def k8s_container_problems(objects: Any) -> list[str]:
             problems.append(f"{_ref(w)}: no containers")
         for what, c in pairs:
             where = f"{_ref(w)} {what} {c.get('name', '?')}"
-            if what == "container":
+            if what == "container" and w.get("kind") not in JOB_KINDS:
                 missing = [p for p in ("readinessProbe", "livenessProbe") if not c.get(p)]
                 if missing:
                     problems.append(f"{where}: no {' and no '.join(missing)}")
@@ -286,11 +292,33 @@ def k8s_container_problems(objects: Any) -> list[str]:
     return problems
 
 
+def k8s_job_problems(objects: Any) -> list[str]:
+    """Every Job retries a bounded number of times, ends, and is cleaned up.
+
+    Its pods restart OnFailure or Never (Always is invalid for a Job), and it
+    sets backoffLimit, activeDeadlineSeconds (a run that hangs ends) and
+    ttlSecondsAfterFinished (a finished Job does not stay forever and, where
+    the Job is re-applied, runs again), each explicitly.
+    """
+    objects = _resources(objects, "k8s_job_problems")
+    problems = []
+    for job in (o for o in objects if o.get("kind") in JOB_KINDS):
+        spec = job.get("spec") or {}
+        policy = _pod_spec(job).get("restartPolicy")
+        if policy not in ("OnFailure", "Never"):
+            problems.append(f"{_ref(job)}: restartPolicy {policy}; rule: OnFailure or Never")
+        for field in ("backoffLimit", "activeDeadlineSeconds", "ttlSecondsAfterFinished"):
+            if not isinstance(spec.get(field), int) or spec[field] < 0:
+                problems.append(f"{_ref(job)}: spec.{field} not set (a whole number >= 0)")
+    return problems
+
+
 MANIFEST_CHECKS: dict[str, Callable[..., list[str]]] = {
     "selectors": k8s_selector_problems,
     "pdb": k8s_pdb_problems,
     "spread": k8s_spread_problems,
     "containers": k8s_container_problems,
+    "jobs": k8s_job_problems,
 }
 
 
@@ -439,6 +467,7 @@ class FilterModule:
             "k8s_pdb_problems": k8s_pdb_problems,
             "k8s_spread_problems": k8s_spread_problems,
             "k8s_container_problems": k8s_container_problems,
+            "k8s_job_problems": k8s_job_problems,
             "k8s_manifest_problems": k8s_manifest_problems,
             "k8s_schema_problems": k8s_schema_problems,
             "zone_skew": zone_skew,

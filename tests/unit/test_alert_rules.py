@@ -115,10 +115,11 @@ def test_promtool_check_config_on_both_platforms(rules_dir: Path, platform: str)
         assert result.returncode == 0 or "field kubernetes_sd_configs not found" in result.stdout + result.stderr, (
             result.stdout + result.stderr
         )
-        # kube-state-metrics in a job of its own: it honours the labels of its series
-        assert set(jobs) == {"kubernetes-pods", "kube-state-metrics"}
-        assert [j["kubernetes_sd_configs"] for j in jobs.values()] == [[{"role": "pod"}]] * 2
-        assert [j.get("honor_labels", False) for j in jobs.values()] == [False, True]
+        # kube-state-metrics in a job of its own (it honours the labels of its
+        # series); the exporter sidecars in the jobs of the same names as on hosts
+        assert list(jobs) == ["kubernetes-pods", "kube-state-metrics", "postgres", "redis", "sentinel"]
+        assert [j["kubernetes_sd_configs"] for j in jobs.values()] == [[{"role": "pod"}]] * 5
+        assert [j.get("honor_labels", False) for j in jobs.values()] == [False, True, False, False, False]
         return
     assert result.returncode == 0, result.stdout + result.stderr
     # no redis_cluster and no app group in this inventory: those jobs are left out

@@ -26,6 +26,7 @@ from ansible_collections.hastack.ha.plugins.filter.k8s import (
     FilterModule,
     image_problem,
     k8s_container_problems,
+    k8s_job_problems,
     k8s_manifest_problems,
     k8s_pdb_problems,
     k8s_rollout_problems,
@@ -256,6 +257,47 @@ def test_init_container_with_latest_image_is_caught() -> None:
     pod_spec(objects, "hastack-redis")["initContainers"][0]["image"] = "redis:latest"
     assert k8s_container_problems(objects) == [
         "StatefulSet/hastack-redis init container prepare: image redis:latest is tagged latest"
+    ]
+
+
+def test_job_containers_are_sized_and_pinned_but_not_probed() -> None:
+    objects = patroni()
+    job = find(objects, "Job")
+    name = job["metadata"]["name"]
+    psql = job["spec"]["template"]["spec"]["containers"][0]
+    assert "readinessProbe" not in psql and "livenessProbe" not in psql
+    assert k8s_container_problems(objects) == []
+    psql["image"] = "hastack/patroni"
+    del psql["resources"]["limits"]
+    assert k8s_container_problems(objects) == [
+        f"Job/{name} container psql: resources without limits.memory",
+        f"Job/{name} container psql: image hastack/patroni has no tag (means latest)",
+    ]
+
+
+def test_job_that_retries_forever_or_is_never_cleaned_up_is_caught() -> None:
+    objects = patroni()
+    job = find(objects, "Job")
+    name = job["metadata"]["name"]
+    assert k8s_job_problems(objects) == []
+    del job["spec"]["ttlSecondsAfterFinished"]
+    del job["spec"]["backoffLimit"]
+    job["spec"]["template"]["spec"]["restartPolicy"] = "Always"
+    assert k8s_job_problems(objects) == [
+        f"Job/{name}: restartPolicy Always; rule: OnFailure or Never",
+        f"Job/{name}: spec.backoffLimit not set (a whole number >= 0)",
+        f"Job/{name}: spec.ttlSecondsAfterFinished not set (a whole number >= 0)",
+    ]
+    assert len(k8s_manifest_problems(objects, ["role"])) == 3
+
+
+def test_network_policy_of_a_job_selects_its_pods() -> None:
+    objects = patroni()
+    assert k8s_selector_problems(objects, ["role"]) == []
+    find(objects, "Job")["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"] = "other"
+    assert k8s_selector_problems(objects, ["role"]) == [
+        "NetworkPolicy/hastack-roles: spec.podSelector.matchLabels {'app.kubernetes.io/name': 'postgres-roles', "
+        "'app.kubernetes.io/instance': 'hastack'} matches the pods of no rendered workload"
     ]
 
 

@@ -6,10 +6,13 @@ the fixtures are current):
 - the rules and alertmanager.yml in the ConfigMaps are the hosts templates'
   output (promtool / amtool accept them), the receivers read their secrets
   from the files of the mounted Secret;
-- prometheus.yml's kubernetes_sd_configs relabelling, applied here to the
-  pods the roles render, gives the job names the rules select on;
-- the NetworkPolicies of all four roles, evaluated on the rendered pods, let
-  exactly the expected clients in.
+- prometheus.yml's kubernetes_sd_configs relabelling, applied here to every
+  port of the pods the roles render as Prometheus discovers them, gives every
+  job the rules select on a source (the exporter sidecars: postgres, redis,
+  sentinel), with the labels the hosts' jobs have;
+- the NetworkPolicies of all four roles, evaluated on the rendered pods and
+  the roles Job, let exactly the expected clients in (the exporters: only
+  Prometheus).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible_collections.hastack.ha.plugins.filter.k8s import k8s_manifest_problems, k8s_schema_problems
-from monitoring_templates import render_rules
+from monitoring_templates import render_prometheus, render_rules
 
 RENDERED = Path(__file__).resolve().parent / "fixtures" / "k8s" / "rendered"
 ROLES = ("patroni_postgres", "redis_sentinel", "prometheus_alertmanager", "app_backend")
@@ -101,19 +104,56 @@ def test_prometheus_keeps_30_days_on_50_gi_per_replica() -> None:
 
 # --- scrape discovery: the job names the rules select on --------------------------
 
+POD_IP = "10.40.1.7"
+NODE = "ip-10-40-1-7.eu-west-1.compute.internal"
+# Workloads of all four roles whose pods Prometheus discovers.
+WORKLOAD_KINDS = ("StatefulSet", "Deployment", "DaemonSet")
 
-def meta_labels(pod_template: dict[str, Any], namespace: str, node: str, port: int) -> dict[str, str]:
-    """The __meta_kubernetes_pod_* labels Prometheus gives a discovered pod's port."""
+
+def all_objects() -> list[dict[str, Any]]:
+    return [o for role in ROLES for o in copy.deepcopy(objects(role))]
+
+
+def meta_labels(pod_template: dict[str, Any], namespace: str) -> dict[str, str]:
+    """The __meta_kubernetes_pod_* labels Prometheus gives every target of a discovered pod."""
 
     def sanitize(name: str) -> str:
         return re.sub(r"[^a-zA-Z0-9_]", "_", name)
 
     meta = pod_template["metadata"]
-    labels = {"__address__": f"10.40.1.7:{port}", "__meta_kubernetes_namespace": namespace}
+    labels = {"__meta_kubernetes_namespace": namespace}
     labels |= {f"__meta_kubernetes_pod_label_{sanitize(k)}": v for k, v in meta.get("labels", {}).items()}
     labels |= {f"__meta_kubernetes_pod_annotation_{sanitize(k)}": v for k, v in meta.get("annotations", {}).items()}
-    labels |= {"__meta_kubernetes_pod_name": "pod-0", "__meta_kubernetes_pod_node_name": node}
+    labels |= {"__meta_kubernetes_pod_name": "pod-0", "__meta_kubernetes_pod_node_name": NODE}
     return labels
+
+
+def discovered(workload: dict[str, Any]) -> list[dict[str, str]]:
+    """The targets kubernetes_sd_configs (role pod) makes of one of the workload's pods:
+    one per declared container port, and one without a port for each container that
+    declares none (init containers included)."""
+    template = workload["spec"]["template"]
+    base = meta_labels(template, workload["metadata"]["namespace"])
+    spec = template["spec"]
+    out = []
+    for init, containers in ((False, spec["containers"]), (True, spec.get("initContainers", []))):
+        for c in containers:
+            common = base | {
+                "__meta_kubernetes_pod_container_name": c["name"],
+                "__meta_kubernetes_pod_container_init": str(init).lower(),
+            }
+            if not c.get("ports"):
+                out.append(common | {"__address__": POD_IP})
+            for port in c.get("ports", []):
+                out.append(
+                    common
+                    | {
+                        "__address__": f"{POD_IP}:{port['containerPort']}",
+                        "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                        "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
+                    }
+                )
+    return out
 
 
 def relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, str] | None:
@@ -132,73 +172,127 @@ def relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, 
     return labels
 
 
-def scrape_targets() -> dict[str, tuple[str, dict[str, str]]]:
-    """Workload name -> (scrape job config name, target labels) for every rendered workload."""
-    objs = monitoring()
-    prometheus = yaml.safe_load(find(objs, "ConfigMap", "hastack-prometheus-config")["data"]["prometheus.yml"])
-    out = {}
-    for role in ROLES:
-        for w in objects(role):
-            if w["kind"] not in ("StatefulSet", "Deployment", "DaemonSet"):
-                continue
-            template = w["spec"]["template"]
-            port = template["spec"]["containers"][0]["ports"][0]["containerPort"]
-            labels = meta_labels(template, w["metadata"]["namespace"], "ip-10-40-1-7.eu-west-1.compute.internal", port)
-            for job in prometheus["scrape_configs"]:
-                assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
-                target = relabel(labels, job["relabel_configs"])
-                if target is not None:
-                    assert w["metadata"]["name"] not in out, f"{w['metadata']['name']} is scraped by two jobs"
-                    out[w["metadata"]["name"]] = (job["job_name"], target)
+def scrape_targets(objs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, str]]]]:
+    """job label -> workload name -> the distinct targets of one of its pods, as Prometheus
+    makes them: the job's defaults (job = job_name), relabelling, then instance from the
+    address and the __ labels gone but for the address and path; targets with the same
+    labels and URL are one (Prometheus deduplicates them)."""
+    prometheus = yaml.safe_load(find(monitoring(), "ConfigMap", "hastack-prometheus-config")["data"]["prometheus.yml"])
+    out: dict[str, dict[str, list[dict[str, str]]]] = {}
+    for w in (o for o in objs if o["kind"] in WORKLOAD_KINDS):
+        for job in prometheus["scrape_configs"]:
+            assert job["kubernetes_sd_configs"] == [{"role": "pod"}]
+            defaults = {"job": job["job_name"], "__metrics_path__": "/metrics", "__scheme__": "http"}
+            for labels in discovered(w):
+                target = relabel(defaults | labels, job["relabel_configs"])
+                if target is None:
+                    continue
+                target.setdefault("instance", target["__address__"])
+                kept = {
+                    k: v
+                    for k, v in target.items()
+                    if not k.startswith("__") or k in ("__address__", "__metrics_path__")
+                }
+                pods = out.setdefault(kept["job"], {}).setdefault(w["metadata"]["name"], [])
+                if kept not in pods:
+                    pods.append(kept)
     return out
 
 
+def rule_jobs() -> set[str]:
+    """The job label values the alert and recording rules select on."""
+    rules = yaml.safe_load(render_rules())
+    return {job for g in rules["groups"] for r in g["rules"] for job in re.findall(r'job="([^"]+)"', r["expr"])}
+
+
 def test_discovered_pods_get_the_jobs_the_rules_select() -> None:
-    targets = scrape_targets()
-    jobs = {name: target["job"] for name, (_, target) in targets.items()}
-    assert jobs == {
-        "hastack": "patroni",
-        "hastack-app": "app",
-        "hastack-prometheus": "prometheus",
-        "hastack-alertmanager": "alertmanager",
-        "hastack-kube-state-metrics": "kube-state-metrics",
-        "hastack-node-exporter": "node",
+    targets = scrape_targets(all_objects())
+    assert {job: sorted(pods) for job, pods in targets.items()} == {
+        "patroni": ["hastack"],
+        "postgres": ["hastack"],
+        "redis": ["hastack-redis"],
+        "sentinel": ["hastack-sentinel"],
+        "app": ["hastack-app"],
+        "prometheus": ["hastack-prometheus"],
+        "alertmanager": ["hastack-alertmanager"],
+        "kube-state-metrics": ["hastack-kube-state-metrics"],
+        "node": ["hastack-node-exporter"],
     }
-    assert targets["hastack-node-exporter"][1]["__address__"] == "10.40.1.7:9100"
-    assert targets["hastack-node-exporter"][1]["node"] == "ip-10-40-1-7.eu-west-1.compute.internal"
-    assert targets["hastack-app"][1]["__metrics_path__"] == "/metrics"
-    assert targets["hastack"][1]["__address__"] == "10.40.1.7:8008"  # Patroni's REST API, not PostgreSQL
+    # every port of a pod is discovered, yet each pod is one target of each job
+    assert all(len(t) == 1 for pods in targets.values() for t in pods.values())
+    one = {job: {name: t[0] for name, t in pods.items()} for job, pods in targets.items()}
+    assert one["node"]["hastack-node-exporter"]["__address__"] == "10.40.1.7:9100"
+    assert one["node"]["hastack-node-exporter"]["node"] == NODE
+    assert one["app"]["hastack-app"]["__metrics_path__"] == "/metrics"
+    assert one["patroni"]["hastack"]["__address__"] == "10.40.1.7:8008"  # Patroni's REST API, not PostgreSQL
+    assert one["postgres"]["hastack"]["__address__"] == "10.40.1.7:9187"  # the sidecars, on hosts' ports
+    assert one["redis"]["hastack-redis"]["__address__"] == "10.40.1.7:9121"
+    assert one["sentinel"]["hastack-sentinel"]["__address__"] == "10.40.1.7:9122"
     # kube-state-metrics alone in the job that honours the labels of its series
     config = yaml.safe_load(find(monitoring(), "ConfigMap", "hastack-prometheus-config")["data"]["prometheus.yml"])
     honoring = [j["job_name"] for j in config["scrape_configs"] if j.get("honor_labels")]
-    assert honoring == ["kube-state-metrics"] and targets["hastack-kube-state-metrics"][0] == "kube-state-metrics"
+    assert honoring == ["kube-state-metrics"]
 
 
-def test_jobs_of_the_rules_that_kubernetes_does_not_scrape_yet() -> None:
-    """postgres_exporter and redis_exporter have no sidecars on Kubernetes yet (docs/kubernetes.md)."""
-    rules = yaml.safe_load(render_rules())
-    selected = set()
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            selected |= set(re.findall(r'job="([^"]+)"', rule["expr"]))
-    scraped = {target["job"] for _, target in scrape_targets().values()}
-    assert selected - scraped == {"postgres", "redis", "sentinel"}
+def test_every_job_the_rules_select_has_a_scrape_source_on_kubernetes() -> None:
+    assert rule_jobs() == {"node", "postgres", "patroni", "redis", "sentinel", "app"}
+    assert rule_jobs() - set(scrape_targets(all_objects())) == set()
+
+
+@pytest.mark.parametrize(
+    ("workload", "container", "job"),
+    [
+        ("hastack", "postgres-exporter", "postgres"),
+        ("hastack-redis", "redis-exporter", "redis"),
+        ("hastack-sentinel", "sentinel-exporter", "sentinel"),
+    ],
+)
+def test_without_its_sidecar_a_job_of_the_rules_has_no_source(workload: str, container: str, job: str) -> None:
+    objs = all_objects()
+    pod = find(objs, "StatefulSet", workload)["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod["containers"]]
+    assert container in names
+    pod["containers"] = [c for c in pod["containers"] if c["name"] != container]
+    assert rule_jobs() - set(scrape_targets(objs)) == {job}
+
+
+def test_exporter_targets_carry_the_labels_of_their_hosts_jobs() -> None:
+    """The rules group and inhibit by the hosts' target labels (node; cluster for Redis and
+    Sentinel): the sidecars' targets have them, with the node the pod runs on."""
+    nodes = ["node-a", "node-b", "node-c"]
+    hosts = yaml.safe_load(
+        render_prometheus(
+            {"all": nodes, "monitoring": ["node-a"], "postgres_cluster": nodes, "redis_cluster": nodes},
+            {h: {"ha_address": f"127.0.0.{11 + i}"} for i, h in enumerate(nodes)},
+            prometheus_alertmanager_platform="hosts",
+            _prometheus_alertmanager_rules_file="/etc/hastack/rules.yml",
+        )
+    )
+    targets = scrape_targets(all_objects())
+    for job in ("postgres", "redis", "sentinel"):
+        static = next(j for j in hosts["scrape_configs"] if j["job_name"] == job)["static_configs"][0]["labels"]
+        (target,) = next(iter(targets[job].values()))
+        assert static["node"] == "node-a"
+        assert {k: target[k] for k in static} == static | {"node": NODE}, job
+    assert targets["redis"]["hastack-redis"][0]["cluster"] == "hastack"
 
 
 # --- NetworkPolicies: who reaches whom --------------------------------------------
 
 
 def workloads() -> list[tuple[str, str, dict[str, str], dict[str, int]]]:
-    """(name, namespace, pod labels, port name -> number) of every rendered workload."""
+    """(name, namespace, pod labels, port name -> number) of every rendered workload and Job
+    (a Job without the hash of its pod template that ends its name)."""
     out = []
     for role in ROLES:
         for w in objects(role):
-            if w["kind"] in ("StatefulSet", "Deployment", "DaemonSet"):
+            if w["kind"] in (*WORKLOAD_KINDS, "Job"):
                 ports = {p["name"]: p["containerPort"] for c in w["spec"]["template"]["spec"]["containers"]
                          for p in c.get("ports", [])}  # fmt: skip
+                name = w["metadata"]["name"]
                 out.append(
                     (
-                        w["metadata"]["name"],
+                        re.sub(r"-[0-9a-f]{10}$", "", name) if w["kind"] == "Job" else name,
                         w["metadata"]["namespace"],
                         w["spec"]["template"]["metadata"]["labels"],
                         ports,
@@ -252,16 +346,19 @@ def reachability() -> set[tuple[str, str, str]]:
 
 def test_each_component_is_reachable_only_by_who_needs_it() -> None:
     assert reachability() == {
-        # PostgreSQL: the app; Patroni's REST API: Prometheus (the members reach each other: same workload)
+        # PostgreSQL: the app and the roles Job; Patroni's REST API and postgres_exporter:
+        # Prometheus (the members reach each other: same workload)
         ("hastack-app", "hastack", "postgresql"),
+        ("hastack-roles", "hastack", "postgresql"),
         ("hastack-prometheus", "hastack", "patroni"),
-        # Redis and Sentinel: each other, the app, Prometheus
+        ("hastack-prometheus", "hastack", "prom-postgres"),
+        # Redis and Sentinel: each other and the app; their exporters: Prometheus
         ("hastack-sentinel", "hastack-redis", "redis"),
         ("hastack-app", "hastack-redis", "redis"),
-        ("hastack-prometheus", "hastack-redis", "redis"),
+        ("hastack-prometheus", "hastack-redis", "prom-redis"),
         ("hastack-redis", "hastack-sentinel", "sentinel"),
         ("hastack-app", "hastack-sentinel", "sentinel"),
-        ("hastack-prometheus", "hastack-sentinel", "sentinel"),
+        ("hastack-prometheus", "hastack-sentinel", "prom-sentinel"),
         # monitoring
         ("hastack-prometheus", "hastack-alertmanager", "web"),
         ("hastack-prometheus", "hastack-kube-state-metrics", "http-metrics"),
@@ -269,6 +366,19 @@ def test_each_component_is_reachable_only_by_who_needs_it() -> None:
         ("hastack-prometheus", "hastack-node-exporter", "metrics"),
         ("hastack-prometheus", "hastack-app", "http"),
     }
+
+
+def test_only_prometheus_reaches_the_exporters() -> None:
+    reach = reachability()
+    metrics = {(src, dst, port) for src, dst, port in reach if port.startswith("prom-")}
+    assert {(dst, port) for _, dst, port in metrics} == {
+        ("hastack", "prom-postgres"),
+        ("hastack-redis", "prom-redis"),
+        ("hastack-sentinel", "prom-sentinel"),
+    }
+    assert {src for src, _, _ in metrics} == {"hastack-prometheus"}
+    # and Prometheus reaches no data port of PostgreSQL, Redis or Sentinel
+    assert not {port for src, _, port in reach if src == "hastack-prometheus"} & {"postgresql", "redis", "sentinel"}
 
 
 def test_a_widened_policy_is_caught() -> None:

@@ -64,20 +64,11 @@ def dead_endpoint() -> str:
 @pytest.fixture(scope="session")
 def app_pg() -> Iterator[Any]:
     """PostgreSQL with the app's role and database (the app creates its table)."""
-    if not (_pg.PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL 15 is not installed ({_pg.PG_BIN / 'initdb'} missing)")
-    base = Path(tempfile.mkdtemp(prefix="hastack-unit-app-pg-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    server = PgServer(base, free_port(PG_HOST), host=PG_HOST)
-    server.app_password = secrets.token_urlsafe(18)
-    try:
-        server.init()
-        server.start()
+    with _pg.throwaway_pg("hastack-unit-app-pg-", PG_HOST) as server:
+        server.app_password = secrets.token_urlsafe(18)
         server.sql(f"CREATE ROLE {APP_DB_USER} LOGIN PASSWORD '{server.app_password}'")
         server.sql(f"CREATE DATABASE {APP_DB_NAME} OWNER {APP_DB_USER}")
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

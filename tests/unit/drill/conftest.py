@@ -175,19 +175,27 @@ class PgServer:
         return self.logfile.read_text(errors="replace") if self.logfile.exists() else ""
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+@contextlib.contextmanager
+def throwaway_pg(prefix: str, host: str = PG_HOST) -> Iterator[PgServer]:
+    """A started PgServer on ``host`` (a free port, a fresh 0755 directory under /tmp
+    named ``prefix``...), destroyed on exit; skips the test without PostgreSQL 15."""
     if not (PG_BIN / "initdb").exists():
         pytest.skip(f"PostgreSQL 15 is not installed ({PG_BIN / 'initdb'} missing)")
-    base = Path(tempfile.mkdtemp(prefix="hastack-drill-pg-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(base, 0o755)
-    server = PgServer(base, _free_port(PG_HOST))
+    server = PgServer(base, _free_port(host), host=host)
     try:
         server.init()
         server.start()
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    with throwaway_pg("hastack-drill-pg-") as server:
+        yield server
 
 
 @pytest.fixture
