@@ -21,7 +21,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _requires_connection = True
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
