@@ -24,9 +24,7 @@ class ActionModule(ActionBase):
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         result = super().run(tmp, task_vars)
-        del tmp
-        validation, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        del validation
+        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         names: list[str] = [n for n in args["name"] if n]
         if not names:
             result.update(changed=False, missing=[], msg="No package asked for.")
