@@ -55,8 +55,12 @@ lint: venv
 	$(BIN)/ansible-lint --profile production
 
 # Unit tests run a private PostgreSQL 15 and Redis/Sentinel (binaries only),
-# promtool and amtool (the alert rules and routes), and a private Prometheus.
-UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel prometheus prometheus-alertmanager
+# promtool and amtool (the alert rules and routes), a private Prometheus, the
+# postgres and redis exporters (the Kubernetes sidecars' settings) and
+# pgBackRest (it parses the rendered config). A test whose binary is missing
+# skips, so each one it needs is listed here: CI starts from a clean machine.
+UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel prometheus prometheus-alertmanager \
+	prometheus-postgres-exporter prometheus-redis-exporter pgbackrest
 unit: venv
 	dpkg -s $(UNIT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(UNIT_PACKAGES); }
 	$(BIN)/pytest -q tests/unit
@@ -92,6 +96,8 @@ molecule: venv checkov-venv
 integration: venv
 	$(BIN)/pytest -q --durations=0 tests/integration
 
+# CI: a unit test that skips (a binary missing) fails instead (tests/unit/conftest.py).
+test: export HASTACK_FORBID_SKIPS = 1
 test: lint unit
 	$(MAKE) molecule MOLECULE_SCENARIOS='$(MOLECULE_CI_SCENARIOS)' MOLECULE_JOBS=4
 	$(MAKE) integration
