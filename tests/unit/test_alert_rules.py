@@ -117,9 +117,10 @@ def test_promtool_check_config_on_both_platforms(rules_dir: Path, platform: str)
         )
         # kube-state-metrics in a job of its own (it honours the labels of its
         # series); the exporter sidecars in the jobs of the same names as on hosts
-        assert list(jobs) == ["kubernetes-pods", "kube-state-metrics", "postgres", "redis", "sentinel"]
-        assert [j["kubernetes_sd_configs"] for j in jobs.values()] == [[{"role": "pod"}]] * 5
-        assert [j.get("honor_labels", False) for j in jobs.values()] == [False, True, False, False, False]
+        # (pgbackrest: what node_exporter's textfile collector holds on hosts)
+        assert list(jobs) == ["kubernetes-pods", "kube-state-metrics", "postgres", "pgbackrest", "redis", "sentinel"]
+        assert [j["kubernetes_sd_configs"] for j in jobs.values()] == [[{"role": "pod"}]] * 6
+        assert [j.get("honor_labels", False) for j in jobs.values()] == [False, True, False, False, False, False]
         return
     assert result.returncode == 0, result.stdout + result.stderr
     # no redis_cluster and no app group in this inventory: those jobs are left out

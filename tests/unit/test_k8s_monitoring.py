@@ -200,9 +200,15 @@ def scrape_targets(objs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[
 
 
 def rule_jobs() -> set[str]:
-    """The job label values the alert and recording rules select on."""
+    """The job label values the alert and recording rules select on (job="a", job=~"a|b")."""
     rules = yaml.safe_load(render_rules())
-    return {job for g in rules["groups"] for r in g["rules"] for job in re.findall(r'job="([^"]+)"', r["expr"])}
+    return {
+        job
+        for g in rules["groups"]
+        for r in g["rules"]
+        for jobs in re.findall(r'job=~?"([^"]+)"', r["expr"])
+        for job in jobs.split("|")
+    }
 
 
 def test_discovered_pods_get_the_jobs_the_rules_select() -> None:
@@ -210,6 +216,7 @@ def test_discovered_pods_get_the_jobs_the_rules_select() -> None:
     assert {job: sorted(pods) for job, pods in targets.items()} == {
         "patroni": ["hastack"],
         "postgres": ["hastack"],
+        "pgbackrest": ["hastack"],
         "redis": ["hastack-redis"],
         "sentinel": ["hastack-sentinel"],
         "app": ["hastack-app"],
@@ -226,6 +233,7 @@ def test_discovered_pods_get_the_jobs_the_rules_select() -> None:
     assert one["app"]["hastack-app"]["__metrics_path__"] == "/metrics"
     assert one["patroni"]["hastack"]["__address__"] == "10.40.1.7:8008"  # Patroni's REST API, not PostgreSQL
     assert one["postgres"]["hastack"]["__address__"] == "10.40.1.7:9187"  # the sidecars, on hosts' ports
+    assert one["pgbackrest"]["hastack"]["__address__"] == "10.40.1.7:9854"  # hosts: node's textfile collector
     assert one["redis"]["hastack-redis"]["__address__"] == "10.40.1.7:9121"
     assert one["sentinel"]["hastack-sentinel"]["__address__"] == "10.40.1.7:9122"
     # kube-state-metrics alone in the job that honours the labels of its series
@@ -235,7 +243,8 @@ def test_discovered_pods_get_the_jobs_the_rules_select() -> None:
 
 
 def test_every_job_the_rules_select_has_a_scrape_source_on_kubernetes() -> None:
-    assert rule_jobs() == {"node", "postgres", "patroni", "redis", "sentinel", "app"}
+    # pgbackrest: PostgresBackupTooOld reads job node on hosts (textfile collector), pgbackrest here
+    assert rule_jobs() == {"node", "postgres", "pgbackrest", "patroni", "redis", "sentinel", "app"}
     assert rule_jobs() - set(scrape_targets(all_objects())) == set()
 
 
@@ -243,6 +252,7 @@ def test_every_job_the_rules_select_has_a_scrape_source_on_kubernetes() -> None:
     ("workload", "container", "job"),
     [
         ("hastack", "postgres-exporter", "postgres"),
+        ("hastack", "pgbackrest", "pgbackrest"),
         ("hastack-redis", "redis-exporter", "redis"),
         ("hastack-sentinel", "sentinel-exporter", "sentinel"),
     ],
@@ -352,6 +362,7 @@ def test_each_component_is_reachable_only_by_who_needs_it() -> None:
         ("hastack-roles", "hastack", "postgresql"),
         ("hastack-prometheus", "hastack", "patroni"),
         ("hastack-prometheus", "hastack", "prom-postgres"),
+        ("hastack-prometheus", "hastack", "prom-pgbackrest"),
         # Redis and Sentinel: each other and the app; their exporters: Prometheus
         ("hastack-sentinel", "hastack-redis", "redis"),
         ("hastack-app", "hastack-redis", "redis"),
@@ -373,6 +384,7 @@ def test_only_prometheus_reaches_the_exporters() -> None:
     metrics = {(src, dst, port) for src, dst, port in reach if port.startswith("prom-")}
     assert {(dst, port) for _, dst, port in metrics} == {
         ("hastack", "prom-postgres"),
+        ("hastack", "prom-pgbackrest"),
         ("hastack-redis", "prom-redis"),
         ("hastack-sentinel", "prom-sentinel"),
     }
