@@ -1,7 +1,10 @@
-# hastack: deploy the loopback lab, run the test suite, tear down.
-#   make lab      create .venv, deploy the lab with site.yml, verify it
+# hastack: boot the lab fleet, deploy it, run the test suite, tear down.
+#   make lab      create .venv, boot the fleet (5 Debian machines, systemd-nspawn),
+#                 deploy it over SSH with site.yml (verify included), print its endpoints
 #   make test     lint + unit + molecule + integration (deploys and destroys labs)
-#   make destroy  remove everything the lab created
+#   make destroy  remove the fleet (machines, disks, bridges, NAT, sysctl)
+#   make loopback-lab / loopback-destroy   the loopback lab (one kernel,
+#                 supervisord) the drills still run on until they move to the fleet
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
@@ -10,7 +13,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv lab verify destroy test lint unit molecule integration clean checkov checkov-venv
+.PHONY: all venv lab verify destroy loopback-lab loopback-destroy test lint unit molecule integration clean checkov checkov-venv
 
 all: lab
 
@@ -40,14 +43,23 @@ checkov-venv: $(CHECKOV_VENV)/.installed
 checkov: checkov-venv
 	BC_SKIP_MAPPING=TRUE $(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml --directory tests/unit/fixtures/k8s/rendered
 
+LAB_INVENTORY := inventories/lab
 lab: venv
-	$(BIN)/ansible-playbook site.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/fleet.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_info.yml
 
 verify: venv
-	$(BIN)/ansible-playbook playbooks/verify.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/verify.yml
 
 destroy: venv
-	$(BIN)/ansible-playbook playbooks/lab_destroy.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/fleet_destroy.yml
+
+loopback-lab: venv
+	$(BIN)/ansible-playbook -i inventories/local site.yml
+
+loopback-destroy: venv
+	$(BIN)/ansible-playbook -i inventories/local playbooks/lab_destroy.yml
 
 lint: venv
 	$(BIN)/yamllint -s .
