@@ -61,9 +61,9 @@ def ansible_env() -> dict[str, str]:
     return env
 
 
-def run_playbook(playbook: str, *args: str, timeout: float = 1500) -> PlaybookRun:
-    """Run a playbook from the repo root against the suite's lab."""
-    cmd = ["ansible-playbook", playbook, *LAB_EXTRA_VARS, *args]
+def run_playbook(playbook: str, *args: str, timeout: float = 1500, lab: bool = True) -> PlaybookRun:
+    """Run a playbook from the repo root against the suite's loopback lab (``lab=False``: only ``args``)."""
+    cmd = ["ansible-playbook", playbook, *(LAB_EXTRA_VARS if lab else []), *args]
     start = time.monotonic()
     proc = subprocess.run(
         cmd,
