@@ -214,7 +214,7 @@ def test_switchover_then_machine_kill_then_rerun(fleet):
         assert resp.status == 200
     new = wait_for_leader(not_this=old)
 
-    killed = fleet_playbook("playbooks/fleet_kill.yml", "-e", f"fleet_kill=[{new!r}]")
+    killed = fleet_playbook("playbooks/fleet_kill.yml", "-e", json.dumps({"fleet_kill": [new]}))
     assert killed.rc == 0, tail(killed)
     start = time.monotonic()
     survivor = wait_for_leader(exclude=new, timeout=120)
