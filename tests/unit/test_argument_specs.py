@@ -97,6 +97,11 @@ def is_secret_without_default(option: dict[str, Any]) -> bool:
     return bool(option.get("no_log")) and "default" not in option
 
 
+def without_default_by_design(option: dict[str, Any]) -> bool:
+    """Options that must never have a value in defaults/main.yml."""
+    return is_required_without_default(option) or is_secret_without_default(option)
+
+
 def walk_options(options: dict[str, Any], where: str) -> Iterator[tuple[str, Any]]:
     """(dotted path, option) for every option and suboption."""
     for name, option in (options or {}).items():
@@ -127,9 +132,7 @@ def canonical(value: Any) -> str:
 
 def key_problems(values: dict[str, Any], options: dict[str, Any]) -> list[str]:
     """defaults keys vs the main options that are not required-without-default."""
-    expected = {
-        name for name, opt in options.items() if not (is_required_without_default(opt) or is_secret_without_default(opt))
-    }
+    expected = {name for name, opt in options.items() if not without_default_by_design(opt)}
     undocumented = sorted(set(values) - set(options))
     missing = sorted(expected - set(values))
     problems = []
@@ -149,9 +152,7 @@ def key_problems(values: dict[str, Any], options: dict[str, Any]) -> list[str]:
 
 
 def required_in_defaults(values: dict[str, Any], options: dict[str, Any]) -> list[str]:
-    required = {
-        name for name, opt in options.items() if is_required_without_default(opt) or is_secret_without_default(opt)
-    }
+    required = {name for name, opt in options.items() if without_default_by_design(opt)}
     defined = sorted(required & set(values))
     if not defined:
         return []
