@@ -6,7 +6,9 @@ as it has defaults. The rule (STYLE.md, DESIGN.md "Input"):
 - the keys of defaults/main.yml are the options of the ``main`` entry point,
   except options that are ``required: true`` without a default (secrets and
   other values the inventory must give), which must NOT be in defaults: a
-  default would satisfy ``required`` and silently switch the check off;
+  default would satisfy ``required`` and silently switch the check off; the
+  same for secrets needed only in some setups (``no_log: true`` without a
+  default; the role's preflight names them when they are needed);
 - every option (all entry points, suboptions too) has a description and a type;
 - where the spec repeats a default, it equals the value in defaults/main.yml,
   unless that value is a Jinja template (resolved only at run time);
@@ -90,6 +92,16 @@ def is_required_without_default(option: dict[str, Any]) -> bool:
     return bool(option.get("required")) and "default" not in option
 
 
+def is_secret_without_default(option: dict[str, Any]) -> bool:
+    """A secret needed only in some setups: no default (DESIGN.md, "Secrets"), preflight asks for it."""
+    return bool(option.get("no_log")) and "default" not in option
+
+
+def without_default_by_design(option: dict[str, Any]) -> bool:
+    """Options that must never have a value in defaults/main.yml."""
+    return is_required_without_default(option) or is_secret_without_default(option)
+
+
 def walk_options(options: dict[str, Any], where: str) -> Iterator[tuple[str, Any]]:
     """(dotted path, option) for every option and suboption."""
     for name, option in (options or {}).items():
@@ -120,7 +132,7 @@ def canonical(value: Any) -> str:
 
 def key_problems(values: dict[str, Any], options: dict[str, Any]) -> list[str]:
     """defaults keys vs the main options that are not required-without-default."""
-    expected = {name for name, opt in options.items() if not is_required_without_default(opt)}
+    expected = {name for name, opt in options.items() if not without_default_by_design(opt)}
     undocumented = sorted(set(values) - set(options))
     missing = sorted(expected - set(values))
     problems = []
@@ -140,13 +152,14 @@ def key_problems(values: dict[str, Any], options: dict[str, Any]) -> list[str]:
 
 
 def required_in_defaults(values: dict[str, Any], options: dict[str, Any]) -> list[str]:
-    required = {name for name, opt in options.items() if is_required_without_default(opt)}
+    required = {name for name, opt in options.items() if without_default_by_design(opt)}
     defined = sorted(required & set(values))
     if not defined:
         return []
     return [
         f"defaults/main.yml defines {defined}, which meta/argument_specs.yml marks "
-        "'required: true': a value in defaults always satisfies 'required', so a missing value "
+        "'required: true' or as a secret (no_log) without a default: a value in defaults always "
+        "satisfies 'required' (or the preflight check that asks for the secret), so a missing value "
         "is never reported. Remove them from defaults (secrets come from vault/env) or drop "
         "'required'"
     ]
@@ -230,6 +243,7 @@ GOOD_OPTIONS: dict[str, Any] = {
     "r_mode": {"type": "str", "default": "auto", "choices": ["auto", "off"], "description": "M."},
     "r_dir": {"type": "path", "default": "/srv/x", "description": "Templated: not compared."},
     "r_password": {"type": "str", "required": True, "no_log": True, "description": "Secret."},
+    "r_key": {"type": "str", "no_log": True, "description": "Secret needed only in some setups."},
 }
 
 
@@ -259,6 +273,12 @@ def test_required_secret_in_defaults_is_caught() -> None:
     problems = required_in_defaults(GOOD_DEFAULTS | {"r_password": ""}, GOOD_OPTIONS)
     assert len(problems) == 1
     assert "['r_password']" in problems[0]
+
+
+def test_optional_secret_in_defaults_is_caught() -> None:
+    problems = required_in_defaults(GOOD_DEFAULTS | {"r_key": ""}, GOOD_OPTIONS)
+    assert len(problems) == 1
+    assert "['r_key']" in problems[0]
 
 
 def test_option_without_description_or_type_is_caught() -> None:
@@ -312,6 +332,12 @@ def test_required_without_default() -> None:
     assert is_required_without_default({"required": True})
     assert not is_required_without_default({"required": True, "default": ""})
     assert not is_required_without_default({"type": "str"})
+
+
+def test_secret_without_default() -> None:
+    assert is_secret_without_default({"no_log": True})
+    assert not is_secret_without_default({"no_log": True, "default": ""})
+    assert not is_secret_without_default({"type": "str"})
 
 
 def test_roles_are_discovered() -> None:
