@@ -77,16 +77,23 @@ unit: venv
 	dpkg -s $(UNIT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(UNIT_PACKAGES); }
 	$(BIN)/pytest -q tests/unit
 
-# Each scenario deploys its own lab on its own address block, then removes it;
-# the render scenario renders the Kubernetes manifests and validates them
+# Each scenario makes its own machines on its own address block, then removes
+# them: patroni_postgres and redis_sentinel boot a fleet of three Debian
+# machines (role fleet: hsmolpg on 198.22.0.0/16, hsmolrd on 198.23.0.0/16)
+# in create.yml, deploy and verify over SSH and destroy it in destroy.yml
+# (also after a failure); prometheus_alertmanager and app_backend still
+# deploy a loopback lab (127.47/127.49) under supervisord; the render
+# scenario renders the Kubernetes manifests and validates them
 # (kubernetes-validate, checkov, semantic filters; no cluster). Scenarios run
-# MOLECULE_JOBS at a time (own blocks, no drills, so no timing to disturb;
-# prerun is off in every scenario: the collection comes from collections/),
-# each into reports/molecule/<scenario>.log; a failed one's log is printed.
+# MOLECULE_JOBS at a time (own blocks and fleet names, no drills, so no
+# timing to disturb; prerun is off in every scenario: the collection comes
+# from collections/), each into reports/molecule/<scenario>.log; a failed
+# one's log is printed.
 # `make test` runs the scenarios the integration lab does not cover: the
 # Kubernetes render, EKS on the emulator, and the PostgreSQL and Redis roles
-# on their own (their verify checks what site.yml's lab does not: scram,
-# refused passwords, REST auth, file modes). app_backend and
+# on their own machines (their verify checks on the members what site.yml's
+# lab does not: scram, refused passwords, REST auth, file modes, the
+# packaged daemons off, Redis's write-loss guard). app_backend and
 # prometheus_alertmanager deploy the whole stack again, which the
 # integration lab deploys and verifies with every role together
 # (test_10_lab, test_65_app, test_70_alerts); `make molecule` runs them too.
