@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv lab verify destroy loopback-lab loopback-destroy test lint unit molecule integration clean checkov checkov-venv
+.PHONY: all venv lab verify destroy loopback-lab loopback-destroy fleet-image test lint unit molecule integration clean checkov checkov-venv
 
 all: lab
 
@@ -100,7 +100,12 @@ unit: venv
 MOLECULE_JOBS ?= 3
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 MOLECULE_CI_SCENARIOS := render eks_multi_az patroni_postgres redis_sentinel
-molecule: venv checkov-venv
+# The fleet's Debian image, built once before the scenarios that boot fleets
+# (and reused by the integration suite's fleet); a no-op when it is cached.
+fleet-image: venv
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/fleet.yml --tags fleet_install,fleet_image
+
+molecule: venv checkov-venv fleet-image
 	mkdir -p reports/molecule
 	printf '%s\n' $(MOLECULE_SCENARIOS) | \
 	  xargs -P $(MOLECULE_JOBS) -I{} sh -c '\
