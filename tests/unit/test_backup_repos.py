@@ -234,7 +234,7 @@ def test_the_config_task_logs_nothing_when_it_holds_keys() -> None:
     (task,) = [t for t in tasks if t["name"].startswith("Write pgbackrest.conf")]
     assert task["no_log"] == "{{ _patroni_postgres_backup_s3_shared }}"
     assert task["ansible.builtin.template"]["owner"] == "root"
-    assert task["ansible.builtin.template"]["mode"] == "0640"
+    assert task["ansible.builtin.template"]["mode"] == "{{ '0640' if _patroni_postgres_backup_s3_shared else '0644' }}"
 
 
 # --- Kubernetes: unchanged, and the hosts-only settings refused ------------------------------
