@@ -138,7 +138,7 @@ def box_state() -> dict:
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
         "routes": subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout,
         "nspawn": subprocess.run(
-            ["pgrep", "-f", f"--machine={FLEET}-"], capture_output=True, text=True, check=False
+            ["pgrep", "-f", "--", f"--machine={FLEET}-"], capture_output=True, text=True, check=False
         ).stdout,
     }
 
