@@ -162,8 +162,8 @@ def _netem_delay(qdisc: str) -> float | None:
     return None
 
 
-def rules(name: str, network: str, ports: list[int]) -> dict[str, list[list[str]]]:
-    """The fleet's chains: what they hold, as iptables arguments."""
+def rules(network: str, ports: list[int]) -> dict[str, list[list[str]]]:
+    """The fleet's chains: what they hold, as iptables arguments, written as ``iptables -S`` prints them back."""
     fwd = [
         ["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
         ["-s", network, "-d", network, "-j", "ACCEPT"],
@@ -171,7 +171,7 @@ def rules(name: str, network: str, ports: list[int]) -> dict[str, list[list[str]
     port_list = ",".join(str(p) for p in ports)
     fwd += [["-s", network, "-p", "tcp", "-m", "multiport", "--dports", port_list, "-j", "ACCEPT"]]
     if 53 in ports:
-        fwd += [["-s", network, "-p", "udp", "--dport", "53", "-j", "ACCEPT"]]
+        fwd += [["-s", network, "-p", "udp", "-m", "udp", "--dport", "53", "-j", "ACCEPT"]]
     fwd += [["-s", network, "-j", "DROP"], ["-d", network, "-j", "DROP"]]
     nat = [["-s", network, "!", "-d", network, "-j", "MASQUERADE"]]
     return {"filter": fwd, "nat": nat}
@@ -182,7 +182,7 @@ HOOKS = {"filter": "FORWARD", "nat": "POSTROUTING"}
 
 def ensure_chains(name: str, network: str, ports: list[int]) -> bool:
     changed = False
-    for table, wanted in rules(name, network, ports).items():
+    for table, wanted in rules(network, ports).items():
         ch = chain(name)
         if run("iptables", "-w", "-t", table, "-n", "-L", ch, check=False).returncode != 0:
             run("iptables", "-w", "-t", table, "-N", ch)
@@ -192,7 +192,7 @@ def ensure_chains(name: str, network: str, ports: list[int]) -> bool:
             for line in run("iptables", "-w", "-t", table, "-S", ch).stdout.splitlines()
             if line.startswith("-A ")
         ]
-        if current != [_normalise(table, r) for r in wanted]:
+        if current != wanted:
             run("iptables", "-w", "-t", table, "-F", ch)
             for rule in wanted:
                 run("iptables", "-w", "-t", table, "-A", ch, *rule)
@@ -205,19 +205,7 @@ def ensure_chains(name: str, network: str, ports: list[int]) -> bool:
     return changed
 
 
-def _normalise(table: str, rule: list[str]) -> list[str]:
-    """A rule as ``iptables -S`` prints it back (we only use forms it prints unchanged, but ports)."""
-    out = []
-    for word in rule:
-        out.append(word)
-    # iptables -S prints "-s 198.18.0.0/16"; multiport "--dports 53,80,443"; conntrack unchanged.
-    if "-p" in out and "udp" in out and "--dport" in out:
-        i = out.index("--dport")
-        out[i:i] = ["-m", "udp"]
-    return out
-
-
-def remove_chains(name: str, network: str | None) -> bool:
+def remove_chains(name: str) -> bool:
     changed = False
     ch = chain(name)
     for table, hook in HOOKS.items():
@@ -286,7 +274,7 @@ def main() -> None:
                 changed = True
             changed |= ensure_chains(p["name"], p["network"], p["egress_ports"])
         else:
-            changed = remove_chains(p["name"], p["network"])
+            changed = remove_chains(p["name"])
             for bridge in fleet_bridges(p["name"]):
                 run("ip", "link", "del", bridge)
                 changed = True
