@@ -1,18 +1,22 @@
-"""Integration fixtures: the suite's own lab on 127.44.0.0/24 (lab name hsit).
+"""Integration fixtures: the suite's own fleet of real machines.
 
-HASTACK_IT_LAB_NAME / HASTACK_IT_LAB_NET move it elsewhere (an engineer
-developing one test file while the suite's block is busy); the defaults are
-what CI runs.
+The suite deploys the lab's inventory (inventories/lab) on a fleet of its own:
+``hsit`` on 198.19.0.0/16, five Debian machines under systemd-nspawn (each its
+own systemd, sshd, disk and network namespace), reached over SSH, so it never
+collides with a user's lab (``hastack`` on 198.18.0.0/16).
+HASTACK_IT_FLEET_NAME / HASTACK_IT_FLEET_NET move it (an engineer developing
+one test file while the suite's block is busy); the defaults are what CI runs.
+HASTACK_IT_REUSE=1 uses a fleet that is already up and deployed with those
+settings, and leaves it up at the end (developing a drill test: no boot, no
+deploy, no destroy).
 
-The lab is deployed once per session with the real inventory
-(inventories/local) and site.yml, overriding only the lab name and address
-block, so it never collides with a user's lab on 127.42.0.0/24. It is
-destroyed at the end of the session.
+The fleet is booted and deployed once per session (playbooks/fleet.yml, then
+site.yml, verification included); test_90 destroys it and checks that nothing
+of it is left on the box.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -25,10 +29,20 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LAB_NAME = os.environ.get("HASTACK_IT_LAB_NAME", "hsit")
-LAB_NET = os.environ.get("HASTACK_IT_LAB_NET", "127.44.0")
-LAB_EXTRA_VARS = ["-e", f"ha_lab_name={LAB_NAME}", "-e", f"ha_lab_net={LAB_NET}"]
+FLEET = os.environ.get("HASTACK_IT_FLEET_NAME", "hsit")
+FLEET_NET = os.environ.get("HASTACK_IT_FLEET_NET", "198.19")
+REUSE = os.environ.get("HASTACK_IT_REUSE") == "1"
+LAB_EXTRA_VARS = ["-i", "inventories/lab", "-e", f"fleet_name={FLEET}", "-e", f"fleet_net={FLEET_NET}"]
+STATE = Path(f"/var/lib/hastack-fleet/{FLEET}")
+SECRETS = REPO / "inventories" / "lab" / ".secrets" / FLEET
 NODES = ("node-a", "node-b", "node-c")
+ADDRESSES = {
+    "node-a": f"{FLEET_NET}.1.11",
+    "node-b": f"{FLEET_NET}.2.12",
+    "node-c": f"{FLEET_NET}.3.13",
+    "mon": f"{FLEET_NET}.0.20",
+    "lb-1": f"{FLEET_NET}.0.30",
+}
 TIMINGS = REPO / "reports" / "integration-timings.json"
 
 RECAP_RE = re.compile(
@@ -62,7 +76,7 @@ def ansible_env() -> dict[str, str]:
 
 
 def run_playbook(playbook: str, *args: str, timeout: float = 1500, lab: bool = True) -> PlaybookRun:
-    """Run a playbook from the repo root against the suite's loopback lab (``lab=False``: only ``args``)."""
+    """Run a playbook from the repo root against the suite's fleet (``lab=False``: only ``args``)."""
     cmd = ["ansible-playbook", playbook, *(LAB_EXTRA_VARS if lab else []), *args]
     start = time.monotonic()
     proc = subprocess.run(
@@ -93,70 +107,87 @@ def tail(run: PlaybookRun, lines: int = 60) -> str:
     return "\n".join(run.output.splitlines()[-lines:])
 
 
-def lab_leftovers(name: str = LAB_NAME) -> list[str]:
-    """What of the lab ``name`` is on this machine: files, programs, processes, groups, chains.
+def ssh(host: str, command: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``command`` as root on a machine of the suite's fleet, as any SSH client would."""
+    done = subprocess.run(
+        [
+            "ssh",
+            "-i",
+            str(STATE / "ssh" / "id_ed25519"),
+            "-o",
+            f"UserKnownHostsFile={STATE / 'ssh' / 'known_hosts'}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            f"root@{ADDRESSES[host]}",
+            command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check:
+        assert done.returncode == 0, f"{host}: {command!r} failed ({done.returncode}): {done.stderr}"
+    return done
 
-    Everything lab_destroy.yml removes leaves a trace here; an empty list means
-    there is nothing to destroy (a clean CI machine, or after test_90).
-    """
-    found = [
-        path
-        for pattern in (
-            "/etc/hastack/{}-*",
-            "/var/lib/hastack/{}-*",
-            "/var/log/hastack/{}-*",
-            "/opt/hastack/{}-*",
-            "/etc/cron.d/{}-*",
-            "/etc/supervisor/conf.d/{}-*",
-        )
-        for path in glob.glob(pattern.format(name))
-    ]
 
-    def lines(*cmd: str) -> list[str]:
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False).stdout
-        except FileNotFoundError:  # no supervisor or iptables installed yet: nothing of theirs
-            return []
-        return out.splitlines()
-
-    found += [
-        f"supervisord program: {line.split()[0]}"
-        for line in lines("supervisorctl", "status")
-        if line.startswith(f"{name}-")
+def box_state() -> dict:
+    """What a fleet changes on the box: links, iptables, mounts, ip_forward, routes, nspawn processes."""
+    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
+    rules = {
+        table: subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
+        for table in ("filter", "nat")
+    }
+    ours = [
+        link["ifname"]
+        for link in links
+        if link["ifname"].startswith(f"{FLEET}-") or link.get("master", "").startswith(f"{FLEET}-")
     ]
-    found += [
-        f"process: {line.strip()}"
-        for line in lines("ps", "-eo", "args")
-        if f"/var/lib/hastack/{name}-" in line or f"/etc/hastack/{name}-" in line
-    ]
-    found += [f"group: {line.split(':')[0]}" for line in lines("getent", "group") if line.startswith(f"{name}-")]
-    chain = f"HASTACK-{name.upper()}-"
-    for table in ("filter", "mangle"):
-        found += [
-            f"iptables {table}: {line}" for line in lines("iptables-save", "-t", table) if line.startswith(f":{chain}")
-        ]
-    return found
+    return {
+        "links": ours,
+        "rules": rules,
+        "mounts": sorted(line for line in Path("/proc/mounts").read_text().splitlines() if str(STATE) in line),
+        "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
+        "routes": subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout,
+        "nspawn": subprocess.run(
+            ["pgrep", "-f", "--", f"--machine={FLEET}-"], capture_output=True, text=True, check=False
+        ).stdout,
+    }
 
 
 @pytest.fixture(scope="session")
 def lab() -> Iterator[dict]:
-    """Deploy the suite's lab with site.yml (verification included)."""
+    """Boot the suite's fleet and deploy it with site.yml (verification included)."""
     if os.geteuid() != 0:
-        pytest.skip("the lab installs packages and services: run the suite as root")
-    if lab_leftovers():  # an aborted run's lab; a clean machine skips the minute it costs
-        leftovers = run_playbook("playbooks/lab_destroy.yml")
-        assert leftovers.rc == 0, f"lab_destroy.yml failed on an earlier run's lab:\n{tail(leftovers)}"
-    deploy = run_playbook("site.yml")
-    record_timing("deploy_site_yml_s", deploy.seconds)
-    assert deploy.rc == 0, f"site.yml failed on the suite's lab:\n{tail(deploy)}"
+        pytest.skip("the fleet boots machines and bridges: run the suite as root")
+    boot = deploy = None
+    before: dict = {}
+    if not REUSE:
+        if STATE.exists():  # an aborted run's fleet
+            leftover = run_playbook("playbooks/fleet_destroy.yml")
+            assert leftover.rc == 0, f"fleet_destroy.yml failed on an earlier run's fleet:\n{tail(leftover)}"
+        before = box_state()
+        boot = run_playbook("playbooks/fleet.yml")
+        record_timing("fleet_boot_s", boot.seconds)
+        assert boot.rc == 0, f"fleet.yml failed:\n{tail(boot)}"
+        deploy = run_playbook("site.yml")
+        record_timing("deploy_site_yml_s", deploy.seconds)
+        assert deploy.rc == 0, f"site.yml failed on the suite's fleet:\n{tail(deploy)}"
     yield {
         "extra_vars": list(LAB_EXTRA_VARS),
         "env": ansible_env(),
-        "name": LAB_NAME,
-        "net": LAB_NET,
+        "name": FLEET,
+        "net": FLEET_NET,
         "nodes": NODES,
+        "addresses": dict(ADDRESSES),
+        "secrets": SECRETS,
+        "before": before,
+        "boot": boot,
         "deploy": deploy,
+        "reuse": REUSE,
     }
-    if lab_leftovers():  # test_90 destroys the lab and checks it; this is for a run cut short
-        destroy = run_playbook("playbooks/lab_destroy.yml")
-        assert destroy.rc == 0, f"lab_destroy.yml failed:\n{tail(destroy)}"
+    if not REUSE and STATE.exists():  # test_90 destroys the fleet and checks it; this is for a run cut short
+        destroy = run_playbook("playbooks/fleet_destroy.yml")
+        assert destroy.rc == 0, f"fleet_destroy.yml failed:\n{tail(destroy)}"

@@ -21,9 +21,11 @@ from typing import Any
 from ansible_collections.hastack.ha.plugins.filter.redis import redis_problems
 from ansible_collections.hastack.ha.plugins.module_utils.redis_sentinel import Credentials, Endpoint, fetch_info
 
+from .conftest import ssh
+
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_NET = "127.42.0"
-NODE_OCTETS = (11, 12, 13)
+# The Redis master's name: redis_sentinel_master_name's default (the inventory does not set it).
+REDIS_MASTER = "hastack"
 
 
 @dataclass
@@ -51,8 +53,8 @@ def lab_var(lab: dict, name: str, default: str | None = None) -> str | None:
 
 
 def node_addresses(lab: dict) -> list[str]:
-    net = lab_var(lab, "ha_lab_net", DEFAULT_NET)
-    return [f"{net}.{octet}" for octet in NODE_OCTETS]
+    """The data nodes' addresses, in the order of ``lab["nodes"]``."""
+    return [lab["addresses"][node] for node in lab["nodes"]]
 
 
 def run_playbook(lab: dict, playbook: str, *args: str, timeout: float = 600) -> tuple[int, str, float]:
@@ -89,10 +91,18 @@ def run_drill(
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
 
 
-def iptables_rules() -> list[str]:
-    """``iptables-save`` without its comment lines and counters."""
-    out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True, timeout=30).stdout
+def iptables_rules(host: str | None = None) -> list[str]:
+    """``iptables-save`` of the box (or of a machine of the fleet) without comment lines and counters."""
+    if host is None:
+        out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True, timeout=30).stdout
+    else:
+        out = ssh(host, "iptables-save", timeout=30, check=True).stdout
     return [_COUNTERS.sub("[0:0]", line) for line in out.splitlines() if not line.startswith("#")]
+
+
+def fleet_iptables(lab: dict) -> dict[str, list[str]]:
+    """The box's and every machine's iptables: a drill must leave all of them as it found them."""
+    return {"box": iptables_rules(), **{host: iptables_rules(host) for host in lab["addresses"]}}
 
 
 def patroni_cluster(lab: dict, timeout: float = 3) -> dict[str, Any] | None:
@@ -130,13 +140,12 @@ def wait_healthy(lab: dict, timeout: float = 120) -> dict[str, Any]:
 
 def redis_info(lab: dict, timeout: float = 2) -> dict[str, Any]:
     """Every sentinel's and every Redis's view (hastack.ha.redis_sentinel_info's data)."""
-    name = lab_var(lab, "ha_lab_name", "hastack")
-    secrets = REPO / "inventories" / "local" / ".secrets" / str(name)
+    secrets = lab["secrets"]
     redis_creds = Credentials(password=(secrets / "redis").read_text().strip())
     sentinel_creds = Credentials(password=(secrets / "redis_sentinel").read_text().strip())
     nodes = list(zip(lab.get("nodes", ("node-a", "node-b", "node-c")), node_addresses(lab), strict=True))
     return fetch_info(
-        str(name),
+        REDIS_MASTER,
         [Endpoint(address, 26379, node) for node, address in nodes],
         [Endpoint(address, 6379, node) for node, address in nodes],
         redis_creds,
