@@ -134,23 +134,39 @@ def ssh(host: str, command: str, timeout: float = 60, check: bool = False) -> su
 
 
 def box_state() -> dict:
-    """What a fleet changes on the box: links, iptables, mounts, ip_forward, routes, nspawn processes."""
+    """What the suite's fleet changes on the box: links, iptables, mounts, ip_forward, routes, nspawn processes.
+
+    Other fleets on the box (a user's lab, molecule's) are left out: their
+    bridges, routes and HSFLEET-<NAME> chains come and go on their own.
+    """
     links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
-    rules = {
-        table: subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
-        for table in ("filter", "nat")
-    }
-    ours = [
+    others = {
         link["ifname"]
         for link in links
-        if link["ifname"].startswith(f"{FLEET}-") or link.get("master", "").startswith(f"{FLEET}-")
-    ]
+        if re.fullmatch(r"[a-z0-9]+-(region|[a-z])", link["ifname"]) and not link["ifname"].startswith(f"{FLEET}-")
+    }
+    foreign_chain = re.compile(rf"HSFLEET-(?!{re.escape(FLEET.upper())}\b)")
+    rules = {
+        table: [
+            line
+            for line in subprocess.run(
+                ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True
+            ).stdout.splitlines()
+            if not foreign_chain.search(line)
+        ]
+        for table in ("filter", "nat")
+    }
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout.splitlines()
     return {
-        "links": ours,
+        "links": [
+            link["ifname"]
+            for link in links
+            if link["ifname"].startswith(f"{FLEET}-") or link.get("master", "").startswith(f"{FLEET}-")
+        ],
         "rules": rules,
         "mounts": sorted(line for line in Path("/proc/mounts").read_text().splitlines() if str(STATE) in line),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
-        "routes": subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout,
+        "routes": [line for line in routes if not any(f" dev {other} " in f"{line} " for other in others)],
         "nspawn": subprocess.run(
             ["pgrep", "-f", "--", f"--machine={FLEET}-"], capture_output=True, text=True, check=False
         ).stdout,
