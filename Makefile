@@ -3,8 +3,6 @@
 #                 deploy it over SSH with site.yml (verify included), print its endpoints
 #   make test     lint + unit + molecule + integration (deploys and destroys labs)
 #   make destroy  remove the fleet (machines, disks, bridges, NAT, sysctl)
-#   make loopback-lab / loopback-destroy   the loopback lab (one kernel,
-#                 supervisord) the drills still run on until they move to the fleet
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
@@ -13,7 +11,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv lab verify destroy loopback-lab loopback-destroy fleet-image test lint unit molecule integration clean checkov checkov-venv
+.PHONY: all venv lab verify destroy fleet-image test lint unit molecule integration clean checkov checkov-venv
 
 all: lab
 
@@ -54,12 +52,6 @@ verify: venv
 
 destroy: venv
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/fleet_destroy.yml
-
-loopback-lab: venv
-	$(BIN)/ansible-playbook -i inventories/local site.yml
-
-loopback-destroy: venv
-	$(BIN)/ansible-playbook -i inventories/local playbooks/lab_destroy.yml
 
 lint: venv
 	$(BIN)/yamllint -s .
