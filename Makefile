@@ -71,10 +71,10 @@ unit: venv
 
 # Each scenario makes its own machines on its own address block, then removes
 # them: patroni_postgres and redis_sentinel boot a fleet of three Debian
-# machines (role fleet: hsmolpg on 198.22.0.0/16, hsmolrd on 198.23.0.0/16),
-# app_backend one of four (hsmolap on 198.28.0.0/16: node-a/b/c with etcd,
+# machines (role fleet: hsmolpg on 198.19.64.0/20, hsmolrd on 198.19.80.0/20),
+# app_backend one of four (hsmolap on 198.19.96.0/20: node-a/b/c with etcd,
 # Patroni and Redis from prepare.yml, lb-1) and prometheus_alertmanager one
-# of four (hsmolpm on 198.29.0.0/16: mon, node-a/b/c), in create.yml, deploy
+# of four (hsmolpm on 198.19.112.0/20: mon, node-a/b/c), in create.yml, deploy
 # and verify over SSH and destroy it in destroy.yml (also after a failure);
 # the render scenario renders the Kubernetes manifests and validates them
 # (kubernetes-validate, checkov, semantic filters; no cluster). Scenarios run

@@ -42,24 +42,28 @@ def _snapshot() -> dict:
     }
 
 
-def _box_block() -> str:
-    """First two octets of the box's first non-loopback IPv4 address: a /16 the fleet must refuse."""
+def _box_block() -> tuple[str, int]:
+    """The /20 around the box's first non-loopback IPv4 address (first two octets, third's base): one to refuse."""
     addrs = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, text=True, check=True).stdout)
     for link in addrs:
         for info in link.get("addr_info", []):
             if link["ifname"] != "lo" and info.get("family") == "inet":
-                a, b = info["local"].split(".")[:2]
-                return f"{a}.{b}"
+                a, b, c = info["local"].split(".")[:3]
+                return f"{a}.{b}", int(c) & 0xF0
     raise AssertionError("the box has no IPv4 address besides loopback")
 
 
 def test_bad_fleet_inventories_stop_before_anything_starts():
     """Refused in preflight, naming the variable; nothing of that fleet appears on the box."""
-    bad = ["-i", "inventories/lab", "-e", "fleet_name=hsbad", "-e", "fleet_net=198.21"]
+    bad = ["-i", "inventories/lab", "-e", "fleet_name=hsbad", "-e", "fleet_net=198.19", "-e", "fleet_base=240"]
+    box_net, box_base = _box_block()
     cases = [
-        (["-e", f"fleet_net={_box_block()}"], f"fleet_network {_box_block()}.0.0/16 overlaps the box's own network"),
+        (
+            ["-e", f"fleet_net={box_net}", "-e", f"fleet_base={box_base}"],
+            f"fleet_network {box_net}.{box_base}.0/20 overlaps the box's own network",
+        ),
         (["-e", '{"fleet_zones": ["a", "b", "c", "d"]}'], "fleet_zones lists ['d'] but no machine has that ha_zone"),
-        (["-e", "ha_address=198.21.1.11"], "rule: one address per machine"),
+        (["-e", "ha_address=198.19.241.11"], "rule: one address per machine"),
     ]
     for extra, message in cases:
         run = run_playbook("playbooks/fleet.yml", *bad, *extra, lab=False)
