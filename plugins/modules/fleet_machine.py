@@ -24,7 +24,7 @@ description:
     namespace go together and peers get no FIN, as in a power loss. The disk stays;
     C(state=running) boots it again.
   - C(state=frozen) freezes every process of a running machine at once (its own cgroup, made when
-    it boots: cgroup v1's freezer, or cgroup v2's C(cgroup.freeze)), as a VM pause or a long stall:
+    it boots, with cgroup v1's freezer or cgroup v2's C(cgroup.freeze)), as a VM pause or a long stall does;
     peers' connections stay open and get no answer. C(state=running) thaws a frozen machine.
   - C(state=absent) kills it, unmounts the overlay and deletes its disk.
 author:

@@ -64,7 +64,7 @@ def keys(value: Any) -> set[str]:
 
 
 def test_every_role_is_covered() -> None:
-    assert len(ROLES) == 11, ROLES
+    assert len(ROLES) == 10, ROLES
 
 
 def test_tables_are_current() -> None:
