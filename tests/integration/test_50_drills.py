@@ -40,9 +40,12 @@ def our_iptables(lab: dict) -> dict[str, list[str]]:
     same box while a drill runs; their HSFLEET-<NAME> chains are not ours.
     """
     others = re.compile(rf"HSFLEET-(?!{re.escape(lab['name'].upper())}\b)")
+    # An empty table (a machine's filter table, loaded by a partition's first
+    # rule, stays with its built-in chains at ACCEPT) counts as no table.
+    empty = re.compile(r"^(\*|COMMIT$|:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT )")
     rules = fleet_iptables(lab)
     rules["box"] = [line for line in rules["box"] if not others.search(line)]
-    return rules
+    return {host: [line for line in lines if not empty.search(line)] for host, lines in rules.items()}
 
 
 def patroni_unit(host: str) -> str:
