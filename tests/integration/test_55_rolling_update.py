@@ -1,32 +1,34 @@
-"""Rolling update on the suite's lab (playbooks/rolling_update.yml).
+"""Rolling update on the suite's fleet (playbooks/rolling_update.yml).
 
 A dry run changes nothing; bad options are refused by name. A real one
 changes the Patroni version (to the release before the role's pin: a new
-virtualenv, so a new program command) and restarts every PostgreSQL, Redis,
+virtualenv, so a new unit command) and restarts every PostgreSQL, Redis,
 Sentinel and app daemon one at a time: every member then runs that Patroni,
 the PostgreSQL and Redis parts stay within the switchover/failover drills'
-limits (the engine's reports), and the cluster is healthy. The lab keeps
-that version until test_90 destroys it.
+limits (the engine's reports), and the cluster is healthy. What restarted is
+read from each machine's systemd over SSH (a restart changes a unit's main
+PID and start time). The fleet keeps that version until test_90 destroys it.
 """
 
 from __future__ import annotations
 
 import json
-import re
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 
-from .drill_helpers import REPO, is_healthy, lab_var, node_addresses, patroni_cluster, run_playbook, wait_healthy
+from .conftest import ssh
+from .drill_helpers import REPO, is_healthy, node_addresses, patroni_cluster, run_playbook, wait_healthy
 
 pytestmark = pytest.mark.lab
 
 # The role's pin is 4.1.5 (roles/patroni_postgres/defaults/main.yml).
 OTHER_PATRONI = "4.1.4"
-INVENTORY_DRILLS = REPO / "inventories" / "local" / "group_vars" / "all" / "drills.yml"
+INVENTORY_DRILLS = REPO / "inventories" / "lab" / "group_vars" / "all" / "drills.yml"
+# The stack's units on a data node, by the end of their names.
+STACK_UNITS = ("-patroni", "-redis", "-sentinel", "-app")
 
 
 def patroni_versions(lab: dict) -> dict[str, str]:
@@ -38,16 +40,25 @@ def patroni_versions(lab: dict) -> dict[str, str]:
     return out
 
 
-def programs(lab: dict) -> dict[str, str]:
-    """supervisord's view of the lab's programs: name -> "RUNNING pid N" (a restart changes the pid)."""
-    out = subprocess.run(["supervisorctl", "status"], capture_output=True, text=True, timeout=60).stdout
-    name = lab_var(lab, "ha_lab_name", "hastack")
+def services(lab: dict) -> dict[str, str]:
+    """systemd's view of the stack's units on the data nodes: "node unit" -> "state pid start".
+
+    A restart changes the main PID and the start time.
+    """
+    script = (
+        "for u in $(systemctl list-units --type=service --all --plain --no-legend | awk '{print $1}'); do"
+        ' systemctl show -p Id,ActiveState,MainPID,ExecMainStartTimestampMonotonic "$u"; echo; done'
+    )
     found = {}
-    for line in out.splitlines():
-        if line.startswith(f"{name}-"):
-            match = re.match(r"(\S+)\s+(\S+)(?:\s+pid (\d+))?", line)
-            if match:
-                found[match[1]] = f"{match[2]} pid {match[3]}"
+    for node in lab["nodes"]:
+        out = ssh(node, script, check=True).stdout
+        for block in out.split("\n\n"):
+            props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            name = props.get("Id", "").removesuffix(".service")
+            if name.endswith(STACK_UNITS):
+                found[f"{node} {name}"] = (
+                    f"{props['ActiveState']} pid {props['MainPID']} start {props['ExecMainStartTimestampMonotonic']}"
+                )
     return found
 
 
@@ -59,33 +70,39 @@ def reports(report_dir: Path) -> dict[str, dict]:
 
 def test_dry_run_changes_nothing(lab, tmp_path):
     wait_healthy(lab)
-    before = programs(lab)
+    before = services(lab)
     rc, output, _ = run_playbook(
-        lab, "playbooks/rolling_update.yml", "-e", "rolling_update_dry_run=true", "-e", f"drill_report_dir={tmp_path}"
+        lab,
+        "playbooks/rolling_update.yml",
+        "-e",
+        "rolling_update_dry_run=true",
+        "-e",
+        f"drill_report_dir={tmp_path}",
+        timeout=1200,
     )
     assert rc == 0, output[-3000:]
     assert "Rolling update (dry run: nothing changes)" in output
-    assert programs(lab) == before, "a dry run restarted something"
+    assert services(lab) == before, "a dry run restarted something"
     assert list(tmp_path.glob("*.json")) == [], "a dry run wrote a report"
 
 
 def test_bad_components_are_refused_by_name(lab, tmp_path):
-    before = programs(lab)
+    before = services(lab)
     rc, output, _ = run_playbook(
         lab, "playbooks/rolling_update.yml", "-e", '{"rolling_update_components": ["postgres", "mysql"]}'
     )
     assert rc != 0
     assert "rolling_update_components must be a non-empty list of postgres, redis, app" in output, output[-2000:]
-    assert programs(lab) == before
+    assert services(lab) == before
 
 
 def test_rolling_update_keeps_the_limits(lab, tmp_path):
     wait_healthy(lab)
     version = OTHER_PATRONI
     extra = ["-e", f"drill_report_dir={tmp_path}", "-e", f"patroni_postgres_patroni_version={version}"]
-    before = programs(lab)
+    before = services(lab)
 
-    rc, output, seconds = run_playbook(lab, "playbooks/rolling_update.yml", *extra, timeout=1200)
+    rc, output, seconds = run_playbook(lab, "playbooks/rolling_update.yml", *extra, timeout=3000)
 
     found = reports(tmp_path)
     summary = {
@@ -108,9 +125,10 @@ def test_rolling_update_keeps_the_limits(lab, tmp_path):
 
     assert set(patroni_versions(lab).values()) == {version}, patroni_versions(lab)
     assert is_healthy(patroni_cluster(lab))
-    after = programs(lab)
+    after = services(lab)
     restarted = {n for n in before if before[n] != after.get(n)}
     patroni = {n for n in before if n.endswith("-patroni")}
+    assert len(patroni) == len(lab["nodes"]), f"not one Patroni unit per node: {sorted(before)}"
     assert patroni <= restarted, f"not every Patroni restarted: {sorted(patroni - restarted)}"
     for suffix in ("-redis", "-sentinel", "-app"):
         group = {n for n in before if n.endswith(suffix)}
