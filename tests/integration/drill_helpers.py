@@ -89,20 +89,37 @@ def run_drill(
 
 
 _COUNTERS = re.compile(r"\[\d+:\d+\]")
+_DEFAULT_POLICY = re.compile(r"^:(INPUT|FORWARD|OUTPUT|PREROUTING|POSTROUTING) ACCEPT ")
 
 
 def iptables_rules(host: str | None = None) -> list[str]:
-    """``iptables-save`` of the box (or of a machine of the fleet) without comment lines and counters."""
+    """``iptables-save`` of the box (or of a machine of the fleet) as ``<table> <line>``, without comments and counters.
+
+    A table with nothing but its built-in chains at policy ACCEPT counts as absent: the first
+    iptables call in a machine (a partition, healed) creates the table without changing what passes.
+    """
     if host is None:
         out = subprocess.run(["iptables-save"], capture_output=True, text=True, check=True, timeout=30).stdout
     else:
         out = ssh(host, "iptables-save", timeout=30, check=True).stdout
-    return [_COUNTERS.sub("[0:0]", line) for line in out.splitlines() if not line.startswith("#")]
+    rules, table = [], ""
+    for line in out.splitlines():
+        if line.startswith("*"):
+            table = line[1:]
+        elif not (line.startswith("#") or line == "COMMIT" or _DEFAULT_POLICY.match(line)):
+            rules.append(f"{table} {_COUNTERS.sub('[0:0]', line)}")
+    return rules
 
 
 def fleet_iptables(lab: dict) -> dict[str, list[str]]:
-    """The box's and every machine's iptables: a drill must leave all of them as it found them."""
-    return {"box": iptables_rules(), **{host: iptables_rules(host) for host in lab["addresses"]}}
+    """The box's and every machine's iptables: a drill must leave all of them as it found them.
+
+    On the box, the chains of other fleets (``HSFLEET-<other name>``) are left out: those fleets
+    are booted and destroyed by others while a drill runs.
+    """
+    own = re.compile(rf"HSFLEET-{re.escape(lab['name'].upper())}( |$)")
+    box = [line for line in iptables_rules() if "HSFLEET-" not in line or own.search(line)]
+    return {"box": box, **{host: iptables_rules(host) for host in lab["addresses"]}}
 
 
 def patroni_cluster(lab: dict, timeout: float = 3) -> dict[str, Any] | None:
