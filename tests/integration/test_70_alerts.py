@@ -6,10 +6,14 @@ primary: the path an alert takes (postgres_exporter -> Prometheus -> rule ->
 Alertmanager -> receiver) is the same for any member, while stopping the
 primary would add a failover to the test (already measured by the drills) and
 stopping the synchronous standby would hold commits until Patroni names
-another one. Patroni is stopped gracefully (``supervisorctl stop``), which
-stops its PostgreSQL; postgres_exporter keeps running and reports ``pg_up 0``.
+another one. Patroni is stopped gracefully (``systemctl stop`` of its unit on
+the member's machine, over SSH), which stops its PostgreSQL; postgres_exporter
+keeps running and reports ``pg_up 0``.
 
-Bounds, from the deployed configs (the lab's: scrape and evaluation 15 s,
+Nothing here assumes a path or a unit name: each is read from the machine,
+from the process that listens on the service's port (its unit, its
+``--config.file``, the receiver's ``--output``). Bounds, from the configs
+deployed on the ``mon`` machine (the lab's: scrape and evaluation 15 s,
 DatabaseDown ``for`` 1 m, group_wait 10 s, group_interval 15 s):
 
 - fault -> notification <= for + 2 x scrape + group_wait (the issue's bound; one
@@ -25,16 +29,15 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
+import shlex
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .conftest import record_timing, run_playbook, tail
+from .conftest import NODES, record_timing, run_playbook, ssh, tail
 
 pytestmark = pytest.mark.lab
 
@@ -51,12 +54,41 @@ def seconds(duration: str) -> float:
     return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h)", duration))
 
 
+def listener(host: str, address: str, port: int) -> dict[str, Any]:
+    """The process that listens on address:port on a machine: its pid, argv and systemd unit."""
+    out = ssh(host, f"ss -Hltnp 'src {address}:{port}'", check=True).stdout
+    pids = re.findall(r"pid=(\d+)", out)
+    assert pids, f"nothing listens on {address}:{port} on {host}: {out!r}"
+    argv = ssh(host, f"tr '\\0' '\\n' < /proc/{pids[0]}/cmdline", check=True).stdout.splitlines()
+    unit = ssh(host, f"ps -o unit= -p {pids[0]}", check=True).stdout.strip()
+    return {"pid": int(pids[0]), "argv": argv, "unit": unit}
+
+
+def flag(argv: list[str], name: str) -> str:
+    """The value of ``--name=value`` or ``--name value`` in a command line."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+        if arg == name and i + 1 < len(argv):
+            return argv[i + 1]
+    raise AssertionError(f"{name} not in {argv}")
+
+
+def read_yaml(host: str, path: str) -> Any:
+    return yaml.safe_load(ssh(host, f"cat {shlex.quote(path)}", check=True).stdout)
+
+
 def deployed_timing(lab: dict) -> dict[str, float]:
-    """for / scrape / evaluation / group_wait / group_interval as deployed on the mon node."""
-    config_dir = Path(f"/etc/hastack/{lab['name']}-mon")
-    prometheus = yaml.safe_load((config_dir / "prometheus" / "prometheus.yml").read_text())
-    alertmanager = yaml.safe_load((config_dir / "alertmanager" / "alertmanager.yml").read_text())
-    rules = yaml.safe_load((config_dir / "prometheus" / "rules" / "hastack.rules.yml").read_text())
+    """for / scrape / evaluation / group_wait / group_interval as deployed on the mon machine."""
+    mon = lab["addresses"]["mon"]
+    prometheus_config = flag(listener("mon", mon, 9090)["argv"], "--config.file")
+    prometheus = read_yaml("mon", prometheus_config)
+    alertmanager = read_yaml("mon", flag(listener("mon", mon, 9093)["argv"], "--config.file"))
+    rules: dict[str, Any] = {"groups": []}
+    for pattern in prometheus.get("rule_files", []):
+        listing = ssh("mon", f"ls -1 {pattern}", check=True).stdout.split()  # a rule_files entry may be a glob
+        for path in listing:
+            rules["groups"] += read_yaml("mon", path)["groups"]
     rule = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "DatabaseDown")
     return {
         "for": seconds(rule["for"]),
@@ -67,12 +99,13 @@ def deployed_timing(lab: dict) -> dict[str, float]:
     }
 
 
-def records(path: Path, skip: int) -> list[dict[str, Any]]:
-    lines = path.read_text().splitlines() if path.exists() else []
-    return [json.loads(line) for line in lines[skip:]]
+def records(path: str, skip: int) -> list[dict[str, Any]]:
+    """The receiver's notifications on the mon machine (JSON lines), from line ``skip`` on."""
+    out = ssh("mon", f"cat {shlex.quote(path)} 2>/dev/null || true", check=True).stdout
+    return [json.loads(line) for line in out.splitlines()[skip:] if line.strip()]
 
 
-def find(path: Path, skip: int, node: str, status: str) -> dict[str, Any] | None:
+def find(path: str, skip: int, node: str, status: str) -> dict[str, Any] | None:
     """The first recorded notification with DatabaseDown for node in that status."""
     for record in records(path, skip):
         for alert in record["notification"]["alerts"]:
@@ -94,17 +127,20 @@ def wait_for(what: str, probe, timeout: float, interval: float = 1.0):
 
 
 def test_database_down_reaches_the_receiver_and_resolves(lab):
-    name, net = lab["name"], lab["net"]
-    prometheus = f"http://{net}.20:9090"
-    notifications = Path(f"/var/lib/hastack/{name}-mon/alert-receiver/notifications.jsonl")
+    addresses = lab["addresses"]
+    prometheus = f"http://{addresses['mon']}:9090"
+    notifications = flag(listener("mon", addresses["mon"], 9095)["argv"], "--output")
     timing = deployed_timing(lab)
     fire_bound = timing["for"] + 2 * timing["scrape"] + timing["group_wait"]
 
-    cluster = get_json(f"http://{net}.11:8008/cluster")
+    cluster = get_json(f"http://{addresses[NODES[0]]}:8008/cluster")
     replicas = [m["name"] for m in cluster["members"] if m["role"] == "replica"]
     assert replicas, f"no asynchronous replica to stop: {cluster['members']}"
     node = replicas[0]
-    octet = {"node-a": 11, "node-b": 12, "node-c": 13}[node]
+    address = addresses[node]
+    # Patroni's unit: the unit of the process that serves its REST API.
+    unit = listener(node, address, 8008)["unit"]
+    assert unit.endswith(".service"), f"Patroni on {node} runs in no systemd service: {unit!r}"
 
     # Start from a quiet state: nothing left pending or firing from earlier tests.
     def quiet() -> bool:
@@ -114,12 +150,11 @@ def test_database_down_reaches_the_receiver_and_resolves(lab):
     wait_for("no DatabaseDown pending or firing before the fault", quiet, timeout=240, interval=2)
     skip = len(records(notifications, 0))
 
-    program = f"{name}-{node}-patroni"
     healed = False
     try:
-        stop = subprocess.run(["supervisorctl", "stop", program], capture_output=True, text=True, check=False)
+        stop = ssh(node, f"systemctl stop {shlex.quote(unit)}")
         t_fault = time.time()
-        assert "stopped" in stop.stdout, stop.stdout + stop.stderr
+        assert stop.returncode == 0, f"systemctl stop {unit} on {node}: {stop.stderr}"
 
         fired = wait_for(
             f"a DatabaseDown notification for {node}",
@@ -128,14 +163,14 @@ def test_database_down_reaches_the_receiver_and_resolves(lab):
         )
         fault_to_notification = fired["record"]["received_at"] - t_fault
 
-        start = subprocess.run(["supervisorctl", "start", program], capture_output=True, text=True, check=False)
+        start = ssh(node, f"systemctl start {shlex.quote(unit)}")
         t_heal = time.time()
         healed = True
-        assert "started" in start.stdout, start.stdout + start.stderr
+        assert start.returncode == 0, f"systemctl start {unit} on {node}: {start.stderr}"
 
         def postgres_up() -> float | None:
             try:
-                with urllib.request.urlopen(f"http://{net}.{octet}:8008/health", timeout=2) as response:
+                with urllib.request.urlopen(f"http://{address}:8008/health", timeout=2) as response:
                     return time.time() if response.status == 200 else None
             except OSError:
                 return None
@@ -149,7 +184,7 @@ def test_database_down_reaches_the_receiver_and_resolves(lab):
         heal_to_resolved = resolved["record"]["received_at"] - t_heal
     finally:
         if not healed:
-            subprocess.run(["supervisorctl", "start", program], capture_output=True, text=True, check=False)
+            ssh(node, f"systemctl start {shlex.quote(unit)}")
 
     record_timing("alert_database_down_fault_to_notification_s", fault_to_notification)
     record_timing("alert_database_down_bound_s", fire_bound)
@@ -160,7 +195,7 @@ def test_database_down_reaches_the_receiver_and_resolves(lab):
     alert = fired["alert"]
     assert notification["receiver"] == "lab"
     assert alert["labels"]["severity"] == "critical" and alert["labels"]["team"] == "database"
-    assert alert["labels"]["job"] == "postgres" and alert["labels"]["instance"] == f"{net}.{octet}:9187"
+    assert alert["labels"]["job"] == "postgres" and alert["labels"]["instance"] == f"{address}:9187"
     assert alert["annotations"]["summary"] == f"PostgreSQL on {node} is down"
     assert alert["annotations"]["runbook_url"].endswith("docs/runbooks.md#databasedown")
 
@@ -185,13 +220,14 @@ def test_monitoring_is_healthy_again_after_the_heal(lab):
 
 
 def test_exporters_and_servers_bind_only_their_node_address(lab):
-    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True, check=True).stdout
-    listening = {line.split()[3] for line in out.splitlines()}
-    net = lab["net"]
-    for octet in (11, 12, 13):
-        for port in (9100, 9187, 9121, 9122):
-            assert f"{net}.{octet}:{port}" in listening
-    for port in (9090, 9093, 9095, 9100):
-        assert f"{net}.20:{port}" in listening
-    for port in (9090, 9093, 9094, 9095, 9100, 9187, 9121, 9122):
-        assert f"0.0.0.0:{port}" not in listening and f"*:{port}" not in listening, port
+    """On every machine, the exporters and servers listen on its own address only."""
+    expected = {node: (9100, 9187, 9121, 9122) for node in NODES} | {"mon": (9090, 9093, 9095, 9100)}
+    watched = (9090, 9093, 9094, 9095, 9100, 9187, 9121, 9122)
+    for host, address in lab["addresses"].items():
+        out = ssh(host, "ss -Hltn", check=True).stdout
+        listening = {line.split()[3] for line in out.splitlines()}
+        for port in expected.get(host, ()):
+            assert f"{address}:{port}" in listening, (host, port, sorted(listening))
+        for port in watched:
+            wildcard = {f"0.0.0.0:{port}", f"*:{port}", f"[::]:{port}"} & listening
+            assert not wildcard, (host, port, wildcard)
