@@ -3,8 +3,6 @@
 #                 deploy it over SSH with site.yml (verify included), print its endpoints
 #   make test     lint + unit + molecule + integration (deploys and destroys labs)
 #   make destroy  remove the fleet (machines, disks, bridges, NAT, sysctl)
-#   make loopback-lab / loopback-destroy   the loopback lab (one kernel,
-#                 supervisord) the drills still run on until they move to the fleet
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 VENV := .venv
@@ -13,7 +11,7 @@ BIN := $(VENV)/bin
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: all venv lab verify destroy loopback-lab loopback-destroy fleet-image test lint unit molecule integration clean checkov checkov-venv
+.PHONY: all venv lab verify destroy fleet-image test lint unit molecule integration clean checkov checkov-venv
 
 all: lab
 
@@ -55,12 +53,6 @@ verify: venv
 destroy: venv
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/fleet_destroy.yml
 
-loopback-lab: venv
-	$(BIN)/ansible-playbook -i inventories/local site.yml
-
-loopback-destroy: venv
-	$(BIN)/ansible-playbook -i inventories/local playbooks/lab_destroy.yml
-
 lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ruff check .
@@ -79,11 +71,12 @@ unit: venv
 
 # Each scenario makes its own machines on its own address block, then removes
 # them: patroni_postgres and redis_sentinel boot a fleet of three Debian
-# machines (role fleet: hsmolpg on 198.22.0.0/16, hsmolrd on 198.23.0.0/16)
-# in create.yml, deploy and verify over SSH and destroy it in destroy.yml
-# (also after a failure); prometheus_alertmanager and app_backend still
-# deploy a loopback lab (127.47/127.49) under supervisord; the render
-# scenario renders the Kubernetes manifests and validates them
+# machines (role fleet: hsmolpg on 198.19.64.0/20, hsmolrd on 198.19.80.0/20),
+# app_backend one of four (hsmolap on 198.19.96.0/20: node-a/b/c with etcd,
+# Patroni and Redis from prepare.yml, lb-1) and prometheus_alertmanager one
+# of four (hsmolpm on 198.19.112.0/20: mon, node-a/b/c), in create.yml, deploy
+# and verify over SSH and destroy it in destroy.yml (also after a failure);
+# the render scenario renders the Kubernetes manifests and validates them
 # (kubernetes-validate, checkov, semantic filters; no cluster). Scenarios run
 # MOLECULE_JOBS at a time (own blocks and fleet names, no drills, so no
 # timing to disturb; prerun is off in every scenario: the collection comes
@@ -93,10 +86,11 @@ unit: venv
 # Kubernetes render, EKS on the emulator, and the PostgreSQL and Redis roles
 # on their own machines (their verify checks on the members what site.yml's
 # lab does not: scram, refused passwords, REST auth, file modes, the
-# packaged daemons off, Redis's write-loss guard). app_backend and
-# prometheus_alertmanager deploy the whole stack again, which the
-# integration lab deploys and verifies with every role together
-# (test_10_lab, test_65_app, test_70_alerts); `make molecule` runs them too.
+# packaged daemons off, Redis's write-loss guard). app_backend (the stack
+# but monitoring, on four machines) and prometheus_alertmanager (the
+# monitoring, on four) deploy what the integration lab deploys and verifies
+# with every role together (test_10_lab, test_65_app, test_70_alerts);
+# `make molecule` runs them too.
 MOLECULE_JOBS ?= 3
 MOLECULE_SCENARIOS ?= $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml)))
 MOLECULE_CI_SCENARIOS := render eks_multi_az patroni_postgres redis_sentinel

@@ -204,6 +204,20 @@ def host_overlaps(
 # --- one machine --------------------------------------------------------------
 
 
+CGROUP_V1_FREEZER = Path("/sys/fs/cgroup/freezer")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_PARENT = "hastack-fleet"
+
+
+def freezer_dir(name: str) -> Path | None:
+    """The machine's own freezer cgroup: cgroup v1's freezer hierarchy, else cgroup v2; None without either."""
+    if (CGROUP_V1_FREEZER / "tasks").exists():
+        return CGROUP_V1_FREEZER / CGROUP_PARENT / name
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return CGROUP_ROOT / CGROUP_PARENT / name
+    return None
+
+
 @dataclass
 class Machine:
     """One systemd-nspawn machine: overlay over the image, files, the nspawn process.
@@ -249,6 +263,56 @@ class Machine:
             return None
         return int(children[0]) if children else None
 
+    @property
+    def cgroup(self) -> Path | None:
+        return freezer_dir(self.name)
+
+    def frozen(self) -> bool:
+        """True when every process of the machine is frozen."""
+        cgroup = self.cgroup
+        if cgroup is None or not cgroup.is_dir():
+            return False
+        if (cgroup / "freezer.state").exists():
+            return (cgroup / "freezer.state").read_text().strip() == "FROZEN"
+        events = (cgroup / "cgroup.events").read_text()
+        return "frozen 1" in events.splitlines()
+
+    def _set_frozen(self, frozen: bool, timeout: float = 30) -> None:
+        cgroup = self.cgroup
+        if cgroup is None:
+            raise RuntimeError("this box has neither cgroup v1's freezer nor cgroup v2: a machine cannot be frozen")
+        if (cgroup / "freezer.state").exists():
+            (cgroup / "freezer.state").write_text("FROZEN\n" if frozen else "THAWED\n")
+        else:
+            (cgroup / "cgroup.freeze").write_text("1\n" if frozen else "0\n")
+        deadline = time.monotonic() + timeout
+        while self.frozen() != frozen:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"machine {self.name}: not {'frozen' if frozen else 'thawed'} after {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def freeze(self) -> bool:
+        """Freeze every process of the machine at once (a VM pause); True when it changed."""
+        pid = self.nspawn_pid()
+        if pid is None:
+            raise RuntimeError(f"machine {self.name} is not running: nothing to freeze")
+        cgroup = self.cgroup
+        if cgroup is None or str(pid) not in (cgroup / "cgroup.procs").read_text().split():
+            raise RuntimeError(
+                f"machine {self.name} was booted outside its own cgroup (by an older fleet): kill it and boot it again"
+            )
+        if self.frozen():
+            return False
+        self._set_frozen(True)
+        return True
+
+    def thaw(self) -> bool:
+        """Let a frozen machine run again; True when it was frozen."""
+        if not self.frozen():
+            return False
+        self._set_frozen(False)
+        return True
+
     def mounted(self) -> bool:
         return os.path.ismount(self.root)
 
@@ -282,7 +346,25 @@ class Machine:
             "--link-journal=no",
             "--console=passive",
         ]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        cgroup = self.cgroup
+        if cgroup is not None:
+            cgroup.mkdir(parents=True, exist_ok=True)
+
+        def join_cgroup() -> None:
+            # In the child, before exec: nspawn and every process of the machine
+            # are born in the machine's own cgroup, so the whole machine can be
+            # frozen at once (freeze()).
+            if cgroup is not None:
+                (cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+        proc = subprocess.Popen(  # preexec_fn: one write; modules run no threads
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=join_cgroup,
+        )
         log.close()
         self.pid_file.write_text(f"{proc.pid}\n")
         return proc.pid
@@ -315,6 +397,8 @@ class Machine:
             return False
         init = self.init_pid()
         os.kill(init if init else pid, signal.SIGKILL)
+        if self.frozen():  # a frozen process dies only once thawed; the kill is already pending
+            self._set_frozen(False)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self._alive(pid):
             time.sleep(0.05)
@@ -349,5 +433,19 @@ class Machine:
             changed = True
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
+            changed = True
+        cgroup = self.cgroup
+        if cgroup is not None and cgroup.is_dir():
+            deadline = time.monotonic() + 10
+            while True:  # empty once the machine's last process has exited
+                try:
+                    cgroup.rmdir()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+            with contextlib.suppress(OSError):  # other fleets' machines may still be in it
+                cgroup.parent.rmdir()
             changed = True
         return changed

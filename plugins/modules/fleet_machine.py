@@ -23,6 +23,9 @@ description:
   - C(state=killed) kills the machine's PID 1 at once, so every process and the network
     namespace go together and peers get no FIN, as in a power loss. The disk stays;
     C(state=running) boots it again.
+  - C(state=frozen) freezes every process of a running machine at once (its own cgroup, made when
+    it boots: cgroup v1's freezer, or cgroup v2's C(cgroup.freeze)), as a VM pause or a long stall:
+    peers' connections stay open and get no answer. C(state=running) thaws a frozen machine.
   - C(state=absent) kills it, unmounts the overlay and deletes its disk.
 author:
   - hastack developers
@@ -76,7 +79,7 @@ options:
   state:
     description: What the machine should be.
     type: str
-    choices: [running, killed, absent]
+    choices: [running, frozen, killed, absent]
     default: running
 attributes:
   check_mode:
@@ -112,7 +115,7 @@ host_key:
 nspawn_pid:
   description: PID of the machine's systemd-nspawn process on the box.
   type: int
-  returned: when state is running
+  returned: when state is running or frozen
 """
 
 import os  # noqa: E402
@@ -171,7 +174,7 @@ def main() -> None:
             },
             "boot_timeout": {"type": "int", "default": 120},
             "wait": {"type": "bool", "default": True},
-            "state": {"type": "str", "choices": ["running", "killed", "absent"], "default": "running"},
+            "state": {"type": "str", "choices": ["running", "frozen", "killed", "absent"], "default": "running"},
         },
         required_if=[("state", "running", ("hostname", "image", "bridge", "address"))],
         supports_check_mode=False,
@@ -183,12 +186,15 @@ def main() -> None:
             module.exit_json(changed=machine.remove(), booted=False)
         if params["state"] == "killed":
             module.exit_json(changed=machine.kill(), booted=False)
+        if params["state"] == "frozen":
+            module.exit_json(changed=machine.freeze(), booted=False, nspawn_pid=machine.nspawn_pid())
         if not machine.image.is_dir():
             module.fail_json(msg=f"image {machine.image} is not a directory: build it first (role fleet, image.yml)")
         changed = machine.mount()
         changed |= ensure_host_keys(machine.root)
         changed |= write_files(machine.root, params["files"])
         booted = False
+        changed |= machine.thaw()
         if machine.nspawn_pid() is None:
             machine.start(params["hostname"], params["bridge"])
             booted = changed = True

@@ -1,11 +1,12 @@
 """Integration fixtures: the suite's own fleet of real machines.
 
 The suite deploys the lab's inventory (inventories/lab) on a fleet of its own:
-``hsit`` on 198.19.0.0/16, five Debian machines under systemd-nspawn (each its
+``hsit`` on 198.19.0.0/20, five Debian machines under systemd-nspawn (each its
 own systemd, sshd, disk and network namespace), reached over SSH, so it never
-collides with a user's lab (``hastack`` on 198.18.0.0/16).
-HASTACK_IT_FLEET_NAME / HASTACK_IT_FLEET_NET move it (an engineer developing
-one test file while the suite's block is busy); the defaults are what CI runs.
+collides with a user's lab (``hastack`` on 198.18.0.0/20).
+HASTACK_IT_FLEET_NAME / HASTACK_IT_FLEET_NET / HASTACK_IT_FLEET_BASE move it
+(an engineer developing one test file while the suite's block is busy); the
+defaults are what CI runs.
 HASTACK_IT_REUSE=1 uses a fleet that is already up and deployed with those
 settings, and leaves it up at the end (developing a drill test: no boot, no
 deploy, no destroy).
@@ -31,17 +32,27 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FLEET = os.environ.get("HASTACK_IT_FLEET_NAME", "hsit")
 FLEET_NET = os.environ.get("HASTACK_IT_FLEET_NET", "198.19")
+FLEET_BASE = int(os.environ.get("HASTACK_IT_FLEET_BASE", "0"))
 REUSE = os.environ.get("HASTACK_IT_REUSE") == "1"
-LAB_EXTRA_VARS = ["-i", "inventories/lab", "-e", f"fleet_name={FLEET}", "-e", f"fleet_net={FLEET_NET}"]
+LAB_EXTRA_VARS = [
+    "-i",
+    "inventories/lab",
+    "-e",
+    f"fleet_name={FLEET}",
+    "-e",
+    f"fleet_net={FLEET_NET}",
+    "-e",
+    f"fleet_base={FLEET_BASE}",
+]
 STATE = Path(f"/var/lib/hastack-fleet/{FLEET}")
 SECRETS = REPO / "inventories" / "lab" / ".secrets" / FLEET
 NODES = ("node-a", "node-b", "node-c")
 ADDRESSES = {
-    "node-a": f"{FLEET_NET}.1.11",
-    "node-b": f"{FLEET_NET}.2.12",
-    "node-c": f"{FLEET_NET}.3.13",
-    "mon": f"{FLEET_NET}.0.20",
-    "lb-1": f"{FLEET_NET}.0.30",
+    "node-a": f"{FLEET_NET}.{FLEET_BASE + 1}.11",
+    "node-b": f"{FLEET_NET}.{FLEET_BASE + 2}.12",
+    "node-c": f"{FLEET_NET}.{FLEET_BASE + 3}.13",
+    "mon": f"{FLEET_NET}.{FLEET_BASE}.20",
+    "lb-1": f"{FLEET_NET}.{FLEET_BASE}.30",
 }
 TIMINGS = REPO / "reports" / "integration-timings.json"
 
@@ -134,23 +145,39 @@ def ssh(host: str, command: str, timeout: float = 60, check: bool = False) -> su
 
 
 def box_state() -> dict:
-    """What a fleet changes on the box: links, iptables, mounts, ip_forward, routes, nspawn processes."""
+    """What the suite's fleet changes on the box: links, iptables, mounts, ip_forward, routes, nspawn processes.
+
+    Other fleets on the box (a user's lab, molecule's) are left out: their
+    bridges, routes and HSFLEET-<NAME> chains come and go on their own.
+    """
     links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout)
-    rules = {
-        table: subprocess.run(["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True).stdout
-        for table in ("filter", "nat")
-    }
-    ours = [
+    others = {
         link["ifname"]
         for link in links
-        if link["ifname"].startswith(f"{FLEET}-") or link.get("master", "").startswith(f"{FLEET}-")
-    ]
+        if re.fullmatch(r"[a-z0-9]+-(region|[a-z])", link["ifname"]) and not link["ifname"].startswith(f"{FLEET}-")
+    }
+    foreign_chain = re.compile(rf"HSFLEET-(?!{re.escape(FLEET.upper())}\b)")
+    rules = {
+        table: [
+            line
+            for line in subprocess.run(
+                ["iptables", "-w", "-t", table, "-S"], capture_output=True, text=True, check=True
+            ).stdout.splitlines()
+            if not foreign_chain.search(line)
+        ]
+        for table in ("filter", "nat")
+    }
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout.splitlines()
     return {
-        "links": ours,
+        "links": [
+            link["ifname"]
+            for link in links
+            if link["ifname"].startswith(f"{FLEET}-") or link.get("master", "").startswith(f"{FLEET}-")
+        ],
         "rules": rules,
         "mounts": sorted(line for line in Path("/proc/mounts").read_text().splitlines() if str(STATE) in line),
         "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
-        "routes": subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout,
+        "routes": [line for line in routes if not any(f" dev {other} " in f"{line} " for other in others)],
         "nspawn": subprocess.run(
             ["pgrep", "-f", "--", f"--machine={FLEET}-"], capture_output=True, text=True, check=False
         ).stdout,

@@ -1,7 +1,7 @@
 """Unit-test session: under ``make test`` (CI) a skipped test is a failure.
 
 Tests that need a binary (PostgreSQL, Redis, the exporters, pgBackRest,
-promtool, supervisord) skip when it is missing, which suits a developer's
+promtool) skip when it is missing, which suits a developer's
 partial machine; on CI they would pass silently untested, so ``make test``
 sets HASTACK_FORBID_SKIPS=1 and ``make unit`` installs what they need.
 """

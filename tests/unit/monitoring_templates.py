@@ -22,7 +22,7 @@ def role_defaults(**overrides: Any) -> dict[str, Any]:
     values = yaml.safe_load((ROLE / "defaults" / "main.yml").read_text())
     env = jinja2.Environment(undefined=jinja2.ChainableUndefined)
     # lookup(): the Kubernetes manifest directory's default reads $PWD
-    inventory = {"ha_address": "127.0.0.1", "ha_lab_name": "hastack", "lookup": lambda *_args, **_kw: "/tmp"}
+    inventory = {"ha_address": "127.0.0.1", "lookup": lambda *_args, **_kw: "/tmp"}
     for key, value in values.items():
         if isinstance(value, str) and "{{" in value:
             values[key] = env.from_string(value).render(**inventory)

@@ -2,7 +2,7 @@
 
 - preflight refuses a posix repository when the members are separate
   machines (the repository would exist on one of them only), and keeps it
-  where every member runs on one box (the loopback lab, connection local);
+  where every member runs on one machine (one address);
 - S3-compatible repositories: endpoint, port, uri_style, ca_file,
   verify_tls and static keys (key_type shared, from two secret variables that
   preflight asks for by name) land in pgbackrest.conf as pgBackRest 2.45's
@@ -80,12 +80,19 @@ PLAYBOOK = """
 """
 
 
-def run(tmp: Path, connection: str = "ssh", **extra: Any) -> tuple[int, str, Path]:
-    """Preflight on three members (node-a/b/c, distinct addresses, ``connection``), then the template."""
-    hosts = {f"node-{z}": {"ha_address": f"198.20.{i}.1{i}", "ha_zone": z} for i, z in enumerate("abc", start=1)}
+def run(tmp: Path, one_machine: bool = False, **extra: Any) -> tuple[int, str, Path]:
+    """Preflight on node-a/b/c (distinct addresses, or one machine's with three ports), then the template."""
+    hosts = {
+        f"node-{z}": (
+            {"ha_address": "198.20.1.11", "patroni_postgres_port": 5431 + i, "ha_zone": z}
+            if one_machine
+            else {"ha_address": f"198.20.{i}.1{i}", "ha_zone": z}
+        )
+        for i, z in enumerate("abc", start=1)
+    }
     inventory = {
         "all": {
-            "vars": {"ha_platform": "hosts", "ansible_connection": connection, **SECRETS},
+            "vars": {"ha_platform": "hosts", "ansible_connection": "local", **SECRETS},
             "children": {
                 "postgres_cluster": {"hosts": hosts},
                 "etcd_cluster": {"hosts": {h: {} for h in hosts}},
@@ -121,20 +128,12 @@ def test_posix_repositories_on_separate_machines_are_refused(tmp_path: Path) -> 
 
 
 def test_posix_repositories_on_one_machine_are_kept(tmp_path: Path) -> None:
-    """The loopback lab (inventories/local): every member on one box, connection local."""
-    rc, output, rendered = run(tmp_path, connection="local")
+    """Every member on one machine (one address): a posix directory is one every member reaches."""
+    rc, output, rendered = run(tmp_path, one_machine=True)
     assert rc == 0, output[-3000:]
     glob = conf(rendered)
     assert glob["repo1-type"] == "posix" and glob["repo2-type"] == "posix"
     assert not any(key.startswith(("repo1-s3", "repo1-storage")) for key in glob)
-
-
-def test_the_loopback_lab_keeps_posix_repositories() -> None:
-    """inventories/local sets no repositories (the role's posix defaults) and connects locally."""
-    local = REPO / "inventories" / "local"
-    text = "".join(p.read_text(encoding="utf-8") for p in sorted(local.rglob("*.yml")))
-    assert "patroni_postgres_backup_repos" not in text
-    assert "ansible_connection: local" in text
 
 
 # --- S3-compatible repositories and static keys ----------------------------------------

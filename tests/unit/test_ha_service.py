@@ -1,15 +1,14 @@
-"""ha_service under supervisord, for real on this machine (it installs and starts supervisord if needed).
+"""ha_service runs daemons as systemd units only: on a host whose PID 1 is not
+systemd (this box) it refuses, naming the rule, and writes nothing.
 
-The programs are named hsunit-* and log into the test's own directory, so a lab
-running beside the tests is not touched.
+The role's systemd path runs on every fleet machine of the integration suite
+and the molecule scenarios (each daemon of the stack is one of its units).
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,8 @@ import yaml
 from ansible_cli import run_ansible_tool
 
 pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or Path("/run/systemd/system").is_dir(),
-    reason="needs root and no systemd: the role runs supervisord itself",
+    Path("/run/systemd/system").is_dir(), reason="this box runs systemd: the refusal cannot be seen here"
 )
-
-CONF_D = Path("/etc/supervisor/conf.d")
 
 
 def run_role(tmp_path: Path, name: str, state: str, command: str = "") -> subprocess.CompletedProcess:
@@ -33,13 +29,7 @@ def run_role(tmp_path: Path, name: str, state: str, command: str = "") -> subpro
                 {
                     "name": "ha_service",
                     "ansible.builtin.include_role": {"name": "ha_service"},
-                    "vars": {
-                        "ha_service_name": name,
-                        "ha_service_state": state,
-                        "ha_service_command": command,
-                        "ha_service_log_dir": str(tmp_path / "log"),
-                        "ha_service_stop_timeout": 5,
-                    },
+                    "vars": {"ha_service_name": name, "ha_service_state": state, "ha_service_command": command},
                 }
             ],
         }
@@ -58,41 +48,18 @@ def run_role(tmp_path: Path, name: str, state: str, command: str = "") -> subpro
     )
 
 
-def supervised(name: str) -> str:
-    proc = subprocess.run(["supervisorctl", "status", name], capture_output=True, text=True, check=False)
-    return proc.stdout
+def test_a_host_without_systemd_is_refused_and_nothing_is_written(tmp_path):
+    name = "hsunit-refused"
+    run = run_role(tmp_path, name, "started", command="/bin/sleep 600")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output
+    assert "localhost has no /run/systemd/system; rule: hastack runs its daemons as systemd units" in output
+    assert not Path(f"/etc/systemd/system/{name}.service").exists()
+    assert "Write the systemd unit" not in output
 
 
-@pytest.fixture
-def program(tmp_path):
-    name = f"hsunit-{uuid.uuid4().hex[:8]}"
-    yield name
-    subprocess.run(["supervisorctl", "stop", name], capture_output=True, check=False)
-    (CONF_D / f"{name}.conf").unlink(missing_ok=True)
-    subprocess.run(["supervisorctl", "update"], capture_output=True, check=False)
-
-
-def test_started_then_absent(tmp_path, program):
-    started = run_role(tmp_path, program, "started", command="/bin/sleep 600")
-    assert started.returncode == 0, started.stdout[-3000:]
-    assert supervised(program).split()[1] in ("STARTING", "RUNNING")  # startsecs=2: STARTING at first
-    assert (tmp_path / "log" / f"{program}.log").exists()
-
-    absent = run_role(tmp_path, program, "absent")
-    assert absent.returncode == 0, absent.stdout[-3000:]
-    assert not (CONF_D / f"{program}.conf").exists()
-    assert "no such process" in supervised(program)
-
-
-def test_absent_removes_a_program_supervisord_never_loaded(tmp_path, program):
-    """A deploy that failed between writing the program and loading it leaves such a file;
-    the cleanup must remove it, not fail on supervisorctl's "no such group"."""
-    started = run_role(tmp_path, program, "started", command="/bin/sleep 600")  # installs and starts supervisord
-    assert started.returncode == 0, started.stdout[-3000:]
-    subprocess.run(["supervisorctl", "stop", program], capture_output=True, check=True)
-    subprocess.run(["supervisorctl", "remove", program], capture_output=True, check=True)
-    assert (CONF_D / f"{program}.conf").exists() and "no such process" in supervised(program)
-
-    absent = run_role(tmp_path, program, "absent")
-    assert absent.returncode == 0, absent.stdout[-3000:]
-    assert not (CONF_D / f"{program}.conf").exists()
+def test_a_bad_unit_name_is_refused_first(tmp_path):
+    run = run_role(tmp_path, "bad name;rm", "started", command="/bin/true")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "ha_service_name must be a plain unit name" in output

@@ -4,7 +4,7 @@
 Each POST body (Alertmanager's webhook JSON) is appended to the output file as
 one JSON line: {"received_at": <Unix seconds>, "notification": <body>}, so a
 test can prove that an alert was delivered, and when. GET /-/healthy answers
-200. Python standard library only; runs under supervisord/systemd like every
+200. Python standard library only; runs as a systemd unit like every
 lab daemon.
 
     alert_receiver.py --listen 127.42.0.20:9095 --output /var/lib/.../notifications.jsonl
