@@ -2,11 +2,11 @@
 """Load through the app's load balancer: a benchmark, and drills under load.
 
     # requests/s and p50/p99 for cached reads and for writes (not a test)
-    .venv/bin/python tools/app_load.py bench --url http://127.42.0.30:8080
+    .venv/bin/python tools/app_load.py bench --url http://198.18.0.30:8080
 
     # load while a drill playbook breaks PostgreSQL or Redis; reports every 5xx
     # and where it fell against the drill's failover window
-    .venv/bin/python tools/app_load.py drill --url http://127.42.0.30:8080 \\
+    .venv/bin/python tools/app_load.py drill --url http://198.18.0.30:8080 \\
         --playbook playbooks/drill_postgres.yml -e drill=kill
 
 The load is asyncio + httpx: ``--concurrency`` workers, each paced to
@@ -17,7 +17,7 @@ with its wall-clock start, latency and status (or transport error).
 
     # load until a file appears, every request kept (playbooks/drill_zone.yml
     # starts it in the background and reads it back for its report)
-    .venv/bin/python tools/app_load.py record --url http://127.42.0.30:8080 \\
+    .venv/bin/python tools/app_load.py record --url http://198.18.0.30:8080 \\
         --stop-file /tmp/zone/stop --output /tmp/zone/app.json
 
 Drill mode runs the drill playbook (the PostgreSQL/Redis drill engine writes
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     for name in ("bench", "drill", "record"):
         p = sub.add_parser(name)
-        p.add_argument("--url", required=True, help="the load balancer, e.g. http://127.42.0.30:8080")
+        p.add_argument("--url", required=True, help="the load balancer, e.g. http://198.18.0.30:8080")
         p.add_argument("--concurrency", type=int, default=16 if name == "bench" else 8)
         p.add_argument("--items", type=int, default=200, help="working set (created first)")
         p.add_argument("--timeout", type=float, default=10.0, help="per request, seconds")

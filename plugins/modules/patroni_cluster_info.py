@@ -26,7 +26,7 @@ options:
   endpoints:
     description:
       - Patroni REST API base URLs of the members, tried in this order,
-        for example V(http://127.42.0.11:8008).
+        for example V(http://198.18.1.11:8008).
       - A trailing C(/patroni), as in the C(api_url) Patroni reports, is accepted.
     type: list
     elements: str
@@ -75,9 +75,9 @@ EXAMPLES = r"""
 - name: Read the Patroni cluster
   hastack.ha.patroni_cluster_info:
     endpoints:
-      - http://127.42.0.11:8008
-      - http://127.42.0.12:8008
-      - http://127.42.0.13:8008
+      - http://198.18.1.11:8008
+      - http://198.18.2.12:8008
+      - http://198.18.3.13:8008
   register: patroni
 
 - name: Assert the Patroni cluster is healthy
@@ -150,7 +150,7 @@ cluster:
         host:
           description: PostgreSQL host; V(null) in the fallback.
           type: str
-          sample: 127.42.0.12
+          sample: 198.18.2.12
         port:
           description: PostgreSQL port; V(null) in the fallback.
           type: int
@@ -158,7 +158,7 @@ cluster:
         api_url:
           description: REST API URL of the member, ending in C(/patroni).
           type: str
-          sample: http://127.42.0.12:8008/patroni
+          sample: http://198.18.2.12:8008/patroni
         timeline:
           description: PostgreSQL timeline; V(null) when Patroni does not know it (stopped member).
           type: int
@@ -208,13 +208,13 @@ cluster:
           answered, comma-separated.
       type: str
       returned: always
-      sample: http://127.42.0.11:8008/cluster
+      sample: http://198.18.1.11:8008/cluster
     errors:
       description: Each URL that failed, and why.
       type: dict
       returned: always
       sample:
-        "http://127.42.0.11:8008/cluster": >-
+        "http://198.18.1.11:8008/cluster": >-
           connection refused: is Patroni running and listening on this address?
     scope:
       description: Cluster name (C(scope) in patroni.yml), V(null) if unknown.
@@ -235,7 +235,7 @@ errors:
   description: Each URL that failed, and why.
   returned: failure
   type: dict
-  sample: {"http://127.42.0.13:8008/cluster": "no answer within 2.0 s (timeout)"}
+  sample: {"http://198.18.3.13:8008/cluster": "no answer within 2.0 s (timeout)"}
 """
 
 # Ansible wants the imports below DOCUMENTATION/EXAMPLES/RETURN (ansible-test

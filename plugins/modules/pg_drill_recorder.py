@@ -47,7 +47,7 @@ options:
   conninfo:
     description:
       - The application's libpq conninfo, for example
-        C(host=127.42.0.11,127.42.0.12,127.42.0.13 port=5432
+        C(host=198.18.1.11,198.18.2.12,198.18.3.13 port=5432
         target_session_attrs=read-write connect_timeout=2).
       - O(dbname), O(user), C(connect_timeout=2) and C(target_session_attrs=read-write)
         are added when missing. Put no password in it; use O(password).
@@ -160,12 +160,12 @@ seealso:
 EXAMPLES = r"""
 - name: Record writes and member states during the drill
   hastack.ha.pg_drill_recorder:
-    conninfo: "host=127.42.0.11,127.42.0.12,127.42.0.13 port=5432 target_session_attrs=read-write"
+    conninfo: "host=198.18.1.11,198.18.2.12,198.18.3.13 port=5432 target_session_attrs=read-write"
     password: "{{ patroni_postgres_superuser_password }}"
     members:
-      - {name: node-a, host: 127.42.0.11}
-      - {name: node-b, host: 127.42.0.12}
-      - {name: node-c, host: 127.42.0.13}
+      - {name: node-a, host: 198.18.1.11}
+      - {name: node-b, host: 198.18.2.12}
+      - {name: node-c, host: 198.18.3.13}
     run_id: "{{ drill_run_id }}"
     stop_file: "{{ drill_dir }}/stop"
     events_file: "{{ drill_dir }}/events.jsonl"
@@ -255,7 +255,7 @@ readback:
       read-back failed.
   returned: success
   type: dict
-  sample: {ok: true, server: 127.42.0.12, ids: 1921, error: null, acked_missing: 0}
+  sample: {ok: true, server: 198.18.2.12, ids: 1921, error: null, acked_missing: 0}
 writer_fatal:
   description: The writer's unexpected exception, if any (then the task fails).
   returned: always

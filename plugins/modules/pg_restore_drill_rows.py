@@ -70,7 +70,7 @@ EXAMPLES = r"""
   hastack.ha.pg_restore_drill_rows:
     action: write
     conninfo: >-
-      host=127.42.0.11,127.42.0.12,127.42.0.13 port=5432 dbname=postgres
+      host=198.18.1.11,198.18.2.12,198.18.3.13 port=5432 dbname=postgres
       user=postgres target_session_attrs=read-write
     password: "{{ patroni_postgres_superuser_password }}"
   register: rows
@@ -78,7 +78,7 @@ EXAMPLES = r"""
 - name: Check them in the restored instance
   hastack.ha.pg_restore_drill_rows:
     action: check
-    conninfo: host=127.42.0.40 port=5432 dbname=postgres user=postgres
+    conninfo: host=198.18.1.11 port=5433 dbname=postgres user=postgres
     password: "{{ patroni_postgres_superuser_password }}"
     run_id: "{{ rows.run_id }}"
     before_ids: "{{ rows.before_ids }}"

@@ -23,11 +23,11 @@ author:
   - hastack developers
 options:
   prometheus_url:
-    description: Base URL of Prometheus, for example V(http://127.42.0.20:9090).
+    description: Base URL of Prometheus, for example V(http://198.18.0.20:9090).
     type: str
     required: true
   alertmanager_url:
-    description: Base URL of Alertmanager, for example V(http://127.42.0.20:9093).
+    description: Base URL of Alertmanager, for example V(http://198.18.0.20:9093).
     type: str
   timeout:
     description: Seconds to wait for each request.
@@ -43,8 +43,8 @@ attributes:
 EXAMPLES = r"""
 - name: Read Prometheus and Alertmanager
   hastack.ha.prometheus_info:
-    prometheus_url: http://127.42.0.20:9090
-    alertmanager_url: http://127.42.0.20:9093
+    prometheus_url: http://198.18.0.20:9090
+    alertmanager_url: http://198.18.0.20:9093
   register: monitoring
 
 - name: Assert every target is up, every rule group loaded, nothing critical firing
@@ -68,7 +68,7 @@ monitoring:
       type: list
       elements: dict
       returned: always
-      sample: [{"job": "node", "instance": "127.42.0.11:9100", "node": "node-a", "health": "up",
+      sample: [{"job": "node", "instance": "198.18.1.11:9100", "node": "node-a", "health": "up",
                 "last_error": "", "last_scrape": "2026-11-26T22:00:00Z"}]
     rule_groups:
       description: Loaded rule groups with their rule count, alert names and unhealthy rules.

@@ -154,13 +154,13 @@ EXAMPLES = r"""
   hastack.ha.redis_drill_recorder:
     master_name: hastack
     sentinels:
-      - {name: node-a, host: 127.42.0.11}
-      - {name: node-b, host: 127.42.0.12}
-      - {name: node-c, host: 127.42.0.13}
+      - {name: node-a, host: 198.18.1.11}
+      - {name: node-b, host: 198.18.2.12}
+      - {name: node-c, host: 198.18.3.13}
     members:
-      - {name: node-a, host: 127.42.0.11}
-      - {name: node-b, host: 127.42.0.12}
-      - {name: node-c, host: 127.42.0.13}
+      - {name: node-a, host: 198.18.1.11}
+      - {name: node-b, host: 198.18.2.12}
+      - {name: node-c, host: 198.18.3.13}
     password: "{{ redis_sentinel_password }}"
     sentinel_password: "{{ redis_sentinel_sentinel_password }}"
     run_id: "{{ drill_run_id }}"
@@ -216,7 +216,7 @@ readback:
       read-back failed.
   returned: success
   type: dict
-  sample: {ok: true, server: 127.42.0.12, ids: 1201, error: null, acked_missing: 0}
+  sample: {ok: true, server: 198.18.2.12, ids: 1201, error: null, acked_missing: 0}
 writer_fatal:
   description: The writer's unexpected exception, if any (then the task fails).
   returned: always

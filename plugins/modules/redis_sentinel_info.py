@@ -94,13 +94,13 @@ EXAMPLES = r"""
   hastack.ha.redis_sentinel_info:
     master_name: hastack
     sentinels:
-      - {name: node-a, host: 127.42.0.11}
-      - {name: node-b, host: 127.42.0.12}
-      - {name: node-c, host: 127.42.0.13}
+      - {name: node-a, host: 198.18.1.11}
+      - {name: node-b, host: 198.18.2.12}
+      - {name: node-c, host: 198.18.3.13}
     redis:
-      - {name: node-a, host: 127.42.0.11}
-      - {name: node-b, host: 127.42.0.12}
-      - {name: node-c, host: 127.42.0.13}
+      - {name: node-a, host: 198.18.1.11}
+      - {name: node-b, host: 198.18.2.12}
+      - {name: node-c, host: 198.18.3.13}
     password: "{{ redis_sentinel_password }}"
     sentinel_password: "{{ redis_sentinel_sentinel_password }}"
     timeout: 2
@@ -129,16 +129,16 @@ info:
         - C(host:port) of the master that every answering sentinel names; V(null) when no sentinel
           answers or they disagree.
       type: str
-      sample: 127.42.0.11:6379
+      sample: 198.18.1.11:6379
     masters:
       description: Addresses of the Redis servers whose C(ROLE) is C(master).
       type: list
       elements: str
-      sample: [127.42.0.11:6379]
+      sample: [198.18.1.11:6379]
     errors:
       description: Each member that failed or does not monitor the master, and why.
       type: dict
-      sample: {"127.42.0.13:26379": "connection refused: is it running and listening on this address?"}
+      sample: {"198.18.3.13:26379": "connection refused: is it running and listening on this address?"}
     sentinels:
       description: One entry per sentinel, in the order given.
       type: list

@@ -7,7 +7,7 @@ test can prove that an alert was delivered, and when. GET /-/healthy answers
 200. Python standard library only; runs as a systemd unit like every
 lab daemon.
 
-    alert_receiver.py --listen 127.42.0.20:9095 --output /var/lib/.../notifications.jsonl
+    alert_receiver.py --listen 198.18.0.20:9095 --output /var/lib/.../notifications.jsonl
 """
 
 from __future__ import annotations
