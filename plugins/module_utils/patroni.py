@@ -88,7 +88,7 @@ def normalize_endpoint(endpoint: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(
             f"endpoint {endpoint!r} is not an http(s) URL of a Patroni REST API, "
-            "expected e.g. 'http://127.42.0.11:8008'"
+            "expected e.g. 'http://198.18.1.11:8008'"
         )
     path = parsed.path.rstrip("/")
     if path.endswith("/patroni"):

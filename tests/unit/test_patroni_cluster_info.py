@@ -111,11 +111,11 @@ def test_fails_when_nobody_answers_and_names_each_endpoint(capsys, dead_endpoint
 
 
 def test_bad_endpoint_fails_with_example(capsys):
-    result = run_module(capsys, {"endpoints": ["127.42.0.11:8008"]})
+    result = run_module(capsys, {"endpoints": ["198.18.1.11:8008"]})
 
     assert result["failed"] is True
-    assert "'127.42.0.11:8008' is not an http(s) URL" in result["msg"]
-    assert "http://127.42.0.11:8008" in result["msg"]
+    assert "'198.18.1.11:8008' is not an http(s) URL" in result["msg"]
+    assert "http://198.18.1.11:8008" in result["msg"]
 
 
 def test_endpoints_are_required(capsys):
