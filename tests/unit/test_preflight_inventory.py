@@ -25,7 +25,7 @@ import yaml
 from ansible_cli import REPO, run_ansible_tool
 
 EXAMPLE = REPO / "inventories" / "example"
-LAB = REPO / "inventories" / "local"
+LAB = REPO / "inventories" / "lab"
 VAULT_PASSWORD = EXAMPLE / "vault-password.example.txt"
 JSON_OUTPUT = {
     "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
@@ -102,7 +102,7 @@ def test_the_example_inventory_passes_preflight():
 
 def test_the_lab_inventory_still_passes_preflight(tmp_path: Path):
     # a copy: the lab generates its secrets into <inventory>/.secrets on first use
-    lab = tmp_path / "local"
+    lab = tmp_path / "lab"
     shutil.copytree(LAB, lab, ignore=shutil.ignore_patterns(".secrets"))
     rc, failures = preflight(lab)
     assert (rc, failures) == (0, [])
