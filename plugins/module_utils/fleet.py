@@ -230,6 +230,8 @@ class Machine:
     name: str
     image: Path
     state_dir: Path
+    # when kill() sent SIGKILL (epoch seconds), None until then
+    killed_t: float | None = None
 
     @property
     def root(self) -> Path:
@@ -396,6 +398,7 @@ class Machine:
         if pid is None:
             return False
         init = self.init_pid()
+        self.killed_t = time.time()
         os.kill(init if init else pid, signal.SIGKILL)
         if self.frozen():  # a frozen process dies only once thawed; the kill is already pending
             self._set_frozen(False)

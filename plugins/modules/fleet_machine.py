@@ -112,6 +112,10 @@ host_key:
   description: The machine's ed25519 SSH host public key (C(ssh-ed25519 AAAA...)), for known_hosts.
   type: str
   returned: when state is running
+killed_t:
+  description: When the machine's PID 1 was sent SIGKILL (epoch seconds, the box's clock); null when it was not running.
+  type: float
+  returned: when state is killed
 nspawn_pid:
   description: PID of the machine's systemd-nspawn process on the box.
   type: int
@@ -185,7 +189,8 @@ def main() -> None:
         if params["state"] == "absent":
             module.exit_json(changed=machine.remove(), booted=False)
         if params["state"] == "killed":
-            module.exit_json(changed=machine.kill(), booted=False)
+            killed = machine.kill()
+            module.exit_json(changed=killed, booted=False, killed_t=machine.killed_t if killed else None)
         if params["state"] == "frozen":
             module.exit_json(changed=machine.freeze(), booted=False, nspawn_pid=machine.nspawn_pid())
         if not machine.image.is_dir():

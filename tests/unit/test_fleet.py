@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
 from ansible_collections.hastack.ha.plugins.filter.fleet import fleet_host_overlaps, fleet_plan
 from ansible_collections.hastack.ha.plugins.filter.pip import pip_environment
+from ansible_collections.hastack.ha.plugins.module_utils.fleet import Machine
 
 ZONES = ["a", "b", "c"]
 
@@ -198,3 +201,28 @@ def test_pip_environment():
 def test_pip_environment_refuses_bad_settings(settings, message):
     with pytest.raises(AnsibleFilterError, match=message):
         pip_environment(settings, "patroni_postgres_pip")
+
+
+def test_kill_takes_pid_1_at_once_and_says_when(tmp_path):
+    # a stand-in for a machine's nspawn (its cmdline names the machine) with one
+    # child, its "PID 1": kill() SIGKILLs that child, then waits until both are gone
+    name = "hsunit-kill"
+    nspawn = subprocess.Popen(["sh", "-c", "sleep 300; true", "sh", f"--machine={name}"])
+    try:
+        machine = Machine(name=name, image=tmp_path / "image", state_dir=tmp_path)
+        machine.pid_file.write_text(f"{nspawn.pid}\n")
+        deadline = time.monotonic() + 10
+        while machine.init_pid() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        init = machine.init_pid()
+        assert init is not None and machine.nspawn_pid() == nspawn.pid
+        before = time.time()
+        assert machine.kill() is True
+        assert machine.killed_t is not None and before <= machine.killed_t <= time.time()
+        assert nspawn.wait(timeout=10) == 0  # its child died, the shell went on and ended
+        assert not Path(f"/proc/{init}").exists()
+        # nothing runs any more: a second kill changes nothing and keeps no new time
+        assert Machine(name=name, image=tmp_path / "image", state_dir=tmp_path).kill() is False
+    finally:
+        nspawn.kill()
+        nspawn.wait()
