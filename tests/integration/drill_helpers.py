@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from ansible_collections.hastack.ha.plugins.filter.redis import redis_problems
 from ansible_collections.hastack.ha.plugins.module_utils.redis_sentinel import Credentials, Endpoint, fetch_info
 
@@ -134,10 +135,14 @@ def patroni_cluster(lab: dict, timeout: float = 3) -> dict[str, Any] | None:
 
 
 # The drills' health gate refuses a replica further behind than Patroni's
-# maximum_lag_on_failover (the lab keeps its default, 1 MiB): a replica that
+# maximum_lag_on_failover (the lab keeps the role's default): a replica that
 # was just restarted streams before it has caught up (16 MB behind, seen
 # once right after test_50's refusal test), so "healthy" here waits for it.
-MAX_LAG_BYTES = 1048576
+MAX_LAG_BYTES = int(
+    yaml.safe_load((REPO / "roles/patroni_postgres/defaults/main.yml").read_text())[
+        "patroni_postgres_maximum_lag_on_failover"
+    ]
+)
 
 
 def is_healthy(cluster: dict[str, Any] | None, members: int = 3) -> bool:
