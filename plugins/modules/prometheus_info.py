@@ -75,7 +75,7 @@ monitoring:
       type: list
       elements: dict
       returned: always
-      sample: [{"name": "hastack.node", "file": "/etc/hastack/hastack-mon/prometheus/rules/hastack.rules.yml",
+      sample: [{"name": "hastack.node", "file": "/etc/prometheus/rules/hastack.rules.yml",
                 "rules": 4, "alerts": ["DiskSpaceLow", "HighCPUUsage"], "unhealthy": []}]
     alerts:
       description: Pending and firing alerts (name, state, severity, labels, active_at, summary).

@@ -62,7 +62,7 @@ notes:
 EXAMPLES = r"""
 - name: Run Patroni
   hastack.ha.systemd_unit:
-    name: hastack-patroni
+    name: patroni
     content: "{{ lookup('ansible.builtin.template', 'etc/systemd/system/unit.service.j2') }}"
     state: started
 """
@@ -77,7 +77,7 @@ commands:
   type: list
   elements: str
   returned: always
-  sample: ["systemctl daemon-reload", "systemctl restart hastack-patroni.service"]
+  sample: ["systemctl daemon-reload", "systemctl restart patroni.service"]
 active_state:
   description: The unit's C(ActiveState) before the module acted.
   type: str

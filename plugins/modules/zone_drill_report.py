@@ -110,7 +110,7 @@ EXAMPLES = r"""
       redis: {raw: "{{ work }}/redis.json", thresholds: {max_write_gap_s: 8, max_lost_writes: 0}}
     app: {load: "{{ work }}/app.json", settle_s: 10}
     alerts:
-      notifications: /var/lib/hastack/hastack-mon/alert-receiver/notifications.jsonl
+      notifications: /var/lib/prometheus/alert-receiver/notifications.jsonl
       since: "{{ drill_t0 }}"
       zone_nodes: [node-a]
       expected: [NodeDown]

@@ -18,8 +18,11 @@ from .conftest import ADDRESSES, NODES, SECRETS, record_timing, run_playbook, ss
 
 pytestmark = pytest.mark.lab
 
-# The roles' service names on the lab (their layout facts; the inventory keeps the defaults).
-PATRONI = "hastack-patroni"
+# The roles' service names and config directories on the lab (Debian's; the inventory keeps the defaults).
+PATRONI = "patroni"
+STACK_UNITS = "etcd.service patroni.service redis-server.service redis-sentinel.service 'hastack-*' 'prometheus*'"
+# sentinel.conf is Sentinel's to rewrite at any time, so it is left out.
+CONFIGS = "/etc/etcd /etc/patroni /etc/pgbackrest.conf /etc/redis /etc/prometheus /etc/haproxy /etc/hastack-app"
 
 
 def _api(node: str, path: str) -> dict:
@@ -31,11 +34,13 @@ def _snapshot() -> dict:
     """Everything a failed preflight must leave untouched: configs, running units, the DCS config."""
     return {
         "files": {
-            node: ssh(node, "find /etc/hastack -type f -exec sha256sum {} + | sort", check=True).stdout
+            node: ssh(
+                node, f"find {CONFIGS} -type f ! -name sentinel.conf -exec sha256sum {{}} + 2>/dev/null | sort"
+            ).stdout
             for node in (*NODES, "mon", "lb-1")
         },
         "units": {
-            node: ssh(node, "systemctl list-units --state=active --no-legend --plain 'hastack-*'", check=True).stdout
+            node: ssh(node, f"systemctl list-units --state=active --no-legend --plain {STACK_UNITS}", check=True).stdout
             for node in NODES
         },
         "dcs_config": _api("node-a", "/config"),
@@ -110,7 +115,7 @@ def test_the_production_path_runs(lab):
             " systemctl is-active postgresql@15-main; pgrep -c supervisord || true",
         ).stdout.split()
         assert units == ["active", "enabled", "disabled", "inactive", "0"], f"{node}: {units}"
-        hba = ssh(node, "cat /var/lib/hastack/hastack/postgresql/15/main/pg_hba.conf", check=True).stdout
+        hba = ssh(node, "cat /var/lib/postgresql/15/hastack/pg_hba.conf", check=True).stdout
         assert "127.0.0.0/8" not in hba, f"{node}: pg_hba allows the loopback /8"
         for other in NODES:
             assert f"{ADDRESSES[other]}/32" in hba, f"{node}: pg_hba has no line for member {other}"

@@ -27,8 +27,8 @@ pytestmark = pytest.mark.lab
 # The role's pin is 4.1.5 (roles/patroni_postgres/defaults/main.yml).
 OTHER_PATRONI = "4.1.4"
 INVENTORY_DRILLS = REPO / "inventories" / "lab" / "group_vars" / "all" / "drills.yml"
-# The stack's units on a data node, by the end of their names.
-STACK_UNITS = ("-patroni", "-redis", "-sentinel", "-app")
+# The stack's units on a data node (Debian's names, and the app's).
+STACK_UNITS = ("patroni", "redis-server", "redis-sentinel", "hastack-app")
 
 
 def patroni_versions(lab: dict) -> dict[str, str]:
@@ -55,7 +55,7 @@ def services(lab: dict) -> dict[str, str]:
         for block in out.split("\n\n"):
             props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
             name = props.get("Id", "").removesuffix(".service")
-            if name.endswith(STACK_UNITS):
+            if name in STACK_UNITS:
                 found[f"{node} {name}"] = (
                     f"{props['ActiveState']} pid {props['MainPID']} start {props['ExecMainStartTimestampMonotonic']}"
                 )
@@ -127,10 +127,10 @@ def test_rolling_update_keeps_the_limits(lab, tmp_path):
     assert is_healthy(patroni_cluster(lab))
     after = services(lab)
     restarted = {n for n in before if before[n] != after.get(n)}
-    patroni = {n for n in before if n.endswith("-patroni")}
+    patroni = {n for n in before if n.endswith(" patroni")}
     assert len(patroni) == len(lab["nodes"]), f"not one Patroni unit per node: {sorted(before)}"
     assert patroni <= restarted, f"not every Patroni restarted: {sorted(patroni - restarted)}"
-    for suffix in ("-redis", "-sentinel", "-app"):
-        group = {n for n in before if n.endswith(suffix)}
-        assert group and group <= restarted, f"not every {suffix[1:]} restarted: {sorted(group - restarted)}"
+    for unit in ("redis-server", "redis-sentinel", "hastack-app"):
+        group = {n for n in before if n.endswith(f" {unit}")}
+        assert group and group <= restarted, f"not every {unit} restarted: {sorted(group - restarted)}"
     print(f"rolling update to Patroni {version} in {seconds:.0f} s: {summary}")

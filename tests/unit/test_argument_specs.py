@@ -310,7 +310,7 @@ def test_default_outside_choices_is_caught() -> None:
     ("value", "expected"),
     [
         ("{{ ha_platform | default('hosts') }}", True),
-        ("/var/lib/hastack/{{ etcd_instance }}/etcd", True),
+        ("/var/lib/etcd/{{ etcd_name }}", True),
         ("{% if x %}a{% endif %}", True),
         ({"a": ["{{ b }}"]}, True),
         ("plain", False),

@@ -115,6 +115,15 @@ def test_without_monitoring_its_secret_is_not_required(example: Path):
     assert (rc, failures) == (0, [])
 
 
+def test_a_data_directory_on_the_packaged_cluster_is_refused_by_name(example: Path):
+    # the default data directory is /var/lib/postgresql/<version>/<scope>: scope main meets Debian's own cluster
+    rc, failures = preflight(example, "-e", "patroni_postgres_scope=main")
+    assert rc != 0
+    refused = only_failure(failures, "patroni_postgres : Check the data directory")
+    for failure in refused:
+        assert "patroni_postgres_data_dir is '/var/lib/postgresql/15/main'; rule:" in failure["msg"], failure
+
+
 # --- ha_address ---------------------------------------------------------------------------
 
 ADDRESS_TASK = "Check every host's ha_address"
