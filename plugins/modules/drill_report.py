@@ -51,7 +51,8 @@ options:
       - Limits to check; a key set to C(null) is not checked.
       - C(max_write_gap_s) (seconds), C(max_lost_writes) (count),
         C(allow_split_brain) (boolean, normally C(false)), C(max_rejoin_s)
-        (seconds, compared with O(context.rejoin_s)), C(max_unknown_writes) (count).
+        (seconds, compared with O(context.rejoin_s)), C(max_unknown_writes) (count),
+        C(max_other_lost_writes) (count, over O(writers)), C(max_leader_changes) (count).
       - Any other key fails the task.
     type: dict
     default: {}
@@ -74,6 +75,18 @@ options:
     type: list
     elements: dict
     default: []
+  writers:
+    description:
+      - Recordings of other writers of the same drill (name -> path of their
+        M(hastack.ha.pg_drill_recorder) output), for example one running inside
+        the cut-off zone. Their attempts are moved onto the main recording's
+        time base by the two wall-clock anchors.
+      - Each is reported under C(metrics.other_writers.<name>), its lost writes
+        sum into C(other_lost_writes) (threshold C(max_other_lost_writes)),
+        and writes its old leader acknowledged after the main writer's new
+        leader did count as split brain.
+    type: dict
+    default: {}
   fail_on_violation:
     description: Fail the task when a threshold is crossed.
     type: bool
@@ -148,7 +161,9 @@ metrics:
       C(unknown_writes) and C(unknown_ids), C(split_brain) with
       C(split_brain_samples) and C(split_brain_acks), C(writes) (counts by
       outcome, C(unknown_committed)), C(errors) (by message), C(servers) (first
-      and last ack per server), C(leader_changes), C(old_leader), C(new_leader),
+      and last ack per server), C(leader_changes), C(leader_change_count),
+      C(commit_latency) (ms, all and sent while disrupted), C(other_writers),
+      C(other_lost_writes), C(old_leader), C(new_leader),
       C(member_windows), C(disruptions), C(events), C(answering_again_s),
       C(rejoin_s), C(readback).
     - Times are seconds since the start of the recording.
@@ -185,6 +200,7 @@ def main() -> None:
             "thresholds": {"type": "dict", "default": {}},
             "context": {"type": "dict", "default": {}},
             "events": {"type": "list", "elements": "dict", "default": []},
+            "writers": {"type": "dict", "default": {}},
             "fail_on_violation": {"type": "bool", "default": True},
         },
         supports_check_mode=True,
@@ -198,8 +214,20 @@ def main() -> None:
     if not isinstance(raw, dict) or "writer" not in raw:
         module.fail_json(msg=f"{p['raw']} is not a recording of hastack.ha.pg_drill_recorder (no 'writer' key)")
 
+    writers = {}
+    for name, path in p["writers"].items():
+        try:
+            with open(path) as fh:
+                writers[name] = json.load(fh)
+        except (OSError, ValueError) as ex:
+            module.fail_json(msg=f"cannot read writer {name}'s recording {path}: {ex}")
+        if not isinstance(writers[name], dict) or "writer" not in writers[name]:
+            module.fail_json(msg=f"writers.{name}: {path} is not a recording of hastack.ha.pg_drill_recorder")
+
     try:
-        report = build_report(raw, p["drill"], p["thresholds"], p["context"], p["events"], raw_path=p["raw"])
+        report = build_report(
+            raw, p["drill"], p["thresholds"], p["context"], p["events"], raw_path=p["raw"], writers=writers
+        )
     except ValueError as ex:
         module.fail_json(msg=f"drill_report: {ex}")
 

@@ -13,6 +13,7 @@ function returns JSON-ready values; :func:`analyse` puts them together.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -390,13 +391,88 @@ def answering_again(
     return out
 
 
+# -- latency -------------------------------------------------------------------
+def _latency_stats(acks: Sequence[Attempt]) -> dict[str, Any]:
+    """Count, median, p99 and max of send-to-acknowledgement times, in ms (nearest rank)."""
+    ms = sorted((a["t_end"] - a["t_start"]) * 1000 for a in acks)
+    if not ms:
+        return {"acks": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+    def rank(q: float) -> float:
+        return ms[max(0, math.ceil(q * len(ms)) - 1)]
+
+    return {"acks": len(ms), "p50_ms": _r(rank(0.5), 1), "p99_ms": _r(rank(0.99), 1), "max_ms": _r(ms[-1], 1)}
+
+
+def commit_latency(attempts: Sequence[Attempt], windows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """How long acknowledged writes took: all of them, and those sent inside a disruption window."""
+    acks = _acks(attempts)
+    inside = [a for a in acks if any(w["start_t"] <= a["t_start"] <= w["end_t"] for w in windows)]
+    return {"all": _latency_stats(acks), "disrupted": _latency_stats(inside)}
+
+
+# -- a second writer -----------------------------------------------------------
+def other_writer(
+    raw: Mapping[str, Any],
+    anchor_wall: float | None,
+    names: Mapping[str, str],
+    old_server: str | None,
+    takeover_t: float | None,
+) -> dict[str, Any]:
+    """What a second writer saw (one inside a cut-off zone), on the main recording's time base.
+
+    ``raw`` is that writer's own recording. Its times are moved by the
+    difference of the two wall-clock anchors. ``late_old_leader_acks`` counts
+    writes the old primary (``old_server``) acknowledged although they were
+    sent after another server's first acknowledgement (``takeover_t``, from
+    the main writer): two primaries taking writes at once, as a client on
+    the old primary's side sees it.
+    """
+    own_wall = raw.get("anchor", {}).get("wall")
+    offset = 0.0 if own_wall is None or anchor_wall is None else own_wall - anchor_wall
+    attempts = [
+        {**a, "t_start": a["t_start"] + offset, "t_end": a["t_end"] + offset} for a in raw["writer"]["attempts"]
+    ]
+    readback = raw.get("readback", {})
+    loss = lost_writes(attempts, readback.get("ids") if readback.get("ok") else None)
+    t_stop = raw["writer"].get("t_stop")
+    late = []
+    if takeover_t is not None and old_server is not None:
+        late = [a["id"] for a in _acks(attempts) if a["server"] == old_server and a["t_start"] > takeover_t]
+    return {
+        "run_id": raw.get("run_id"),
+        "offset_s": _r(offset),
+        "writes": outcome_counts(attempts),
+        "write_gap_s": write_gap(attempts, None if t_stop is None else t_stop + offset)["seconds"],
+        "lost_writes": loss["lost"],
+        "lost_ids": loss["lost_ids"],
+        "unknown_writes": loss["unknown"],
+        "readback_ok": bool(readback.get("ok")),
+        "readback_error": readback.get("error"),
+        "servers": servers(attempts, names),
+        "late_old_leader_acks": len(late),
+        "late_old_leader_ids": late[:ID_LIST_LIMIT],
+        "errors": error_summary(attempts),
+    }
+
+
+def _sum_or_none(values: Iterable[int | None]) -> int | None:
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)  # type: ignore[arg-type]
+
+
 # -- everything ----------------------------------------------------------------
 def analyse(
     raw: Mapping[str, Any],
     context: Mapping[str, Any] | None = None,
     extra_events: Sequence[Mapping[str, Any]] = (),
+    writers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """All metrics of one recording (the recorder's raw JSON) as a plain dict."""
+    """All metrics of one recording (the recorder's raw JSON) as a plain dict.
+
+    ``writers``: recordings of other writers (name -> their raw JSON), for
+    example one inside the cut-off zone; see :func:`other_writer`.
+    """
     context = context or {}
     attempts = raw["writer"]["attempts"]
     samples = raw.get("samples", {})
@@ -415,6 +491,13 @@ def analyse(
     srv = servers(attempts, names)
     disruptions = disruption_windows(events, t_end)
     rejoin = context.get("rejoin_s")
+    changes = leader_changes(attempts, names)
+    old_server = srv[0]["server"] if srv else None
+    others = {
+        name: other_writer(other, anchor_wall, names, old_server, srv[1]["first_ack_t"] if len(srv) > 1 else None)
+        for name, other in (writers or {}).items()
+    }
+    late_acks = sum(o["late_old_leader_acks"] for o in others.values())
 
     return {
         "run_id": raw.get("run_id"),
@@ -438,11 +521,16 @@ def analyse(
         "unknown_writes": loss["unknown"],
         "unknown_ids": loss["unknown_ids"],
         "errors": error_summary(attempts),
-        "split_brain": bool(sb_samples or sb_acks),
+        "split_brain": bool(sb_samples or sb_acks or late_acks),
         "split_brain_samples": sb_samples,
         "split_brain_acks": sb_acks,
         "servers": srv,
-        "leader_changes": leader_changes(attempts, names),
+        "leader_changes": changes,
+        "leader_change_count": len(changes),
+        "commit_latency": commit_latency(attempts, disruptions),
+        "other_writers": others,
+        "other_lost_writes": _sum_or_none(o["lost_writes"] for o in others.values()) if others else None,
+        "other_late_old_leader_acks": late_acks,
         "old_leader": srv[0]["member"] if srv else None,
         "new_leader": srv[-1]["member"] if srv else None,
         "member_windows": member_windows(samples),

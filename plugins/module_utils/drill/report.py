@@ -26,6 +26,10 @@ THRESHOLDS: dict[str, tuple[str, str]] = {
     "allow_split_brain": ("split_brain", "allow"),
     "max_rejoin_s": ("rejoin_s", "max"),
     "max_unknown_writes": ("unknown_writes", "max"),
+    # Writers other than the main one (one inside the cut-off zone).
+    "max_other_lost_writes": ("other_lost_writes", "max"),
+    # Failovers a drill must not cause (a degraded network).
+    "max_leader_changes": ("leader_change_count", "max"),
 }
 
 
@@ -93,11 +97,12 @@ def build_report(
     context: Mapping[str, Any] | None = None,
     events: Sequence[Mapping[str, Any]] = (),
     raw_path: str | None = None,
+    writers: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Metrics, violations and verdict of one recording."""
+    """Metrics, violations and verdict of one recording (and of other writers' recordings)."""
     thresholds = normalise_thresholds(thresholds or {})
     context = dict(context or {})
-    metrics = analyse(raw, context, events)
+    metrics = analyse(raw, context, events, writers)
     violations = check_thresholds(metrics, thresholds)
     readback = dict(raw.get("readback", {}))
     readback["ids"] = len(readback.get("ids") or [])
@@ -187,6 +192,10 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         unknown_text += f" ({w['unknown_committed']} committed after all)"
     if m["split_brain"]:
         sb = [
+            f"{name}: {o['late_old_leader_acks']} writes acknowledged by the old leader after the new one took over"
+            for name, o in m.get("other_writers", {}).items()
+            if o["late_old_leader_acks"]
+        ] + [
             f"{', '.join(str(x) for x in (e.get('members') or e.get('servers') or []))} "
             f"+{e['from_t']:.2f}→+{e['to_t']:.2f} s ({e['method']})"
             for e in m["split_brain_samples"] + m["split_brain_acks"]
@@ -204,6 +213,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         ("Unknown writes (not acknowledged)", unknown_text),
         ("Errors", f"{w['error']} of {w['attempted']} attempts"),
         ("Split brain", sb_text),
+        ("Commit latency (all / sent while disrupted)", _latency_text(m.get("commit_latency"))),
         ("Rejoin", _s(m.get("rejoin_s"))),
         ("Verdict", f"**{report['verdict'].upper()}**"),
     ]
@@ -229,6 +239,20 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             f"+{c['first_ack_new_t']:.2f} s | {c['gap_s']:.2f} s |"
             for c in m["leader_changes"]
         ]
+    if m.get("other_writers"):
+        out += ["", "## Other writers", ""]
+        out += [
+            "| writer | acknowledged | errors | unknown | longest gap | lost | old leader's late acks "
+            "| acknowledged by |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for name, o in m["other_writers"].items():
+            by = ", ".join(f"{s['member']} ({s['acks']})" for s in o["servers"]) or "nobody"
+            lost = o["lost_writes"] if o["lost_writes"] is not None else f"not measured: {o['readback_error']}"
+            out.append(
+                f"| {_cell(name)} | {o['writes']['ack']} | {o['writes']['error']} | {o['writes']['unknown']} | "
+                f"{_s(o['write_gap_s'])} | {_cell(lost)} | {o['late_old_leader_acks']} | {_cell(by)} |"
+            )
     extra = {k: v for k, v in ctx.items() if k not in ("old_leader", "new_leader", "rejoin_s")}
     if extra:
         out += ["", "## Context", "", "| fact | value |", "|---|---|"]
@@ -237,6 +261,18 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         out += ["", "## Errors and unknowns", "", "| count | outcome: message |", "|---|---|"]
         out += [f"| {n} | {_cell(msg)} |" for msg, n in list(m["errors"]["by_message"].items())[:10]]
     return "\n".join(out) + "\n"
+
+
+def _latency_text(latency: Mapping[str, Any] | None) -> str:
+    if not latency:
+        return "not measured"
+    return " / ".join(
+        "no acknowledged write"
+        if not part["acks"]
+        else f"p50 {part['p50_ms']:.1f} ms, p99 {part['p99_ms']:.1f} ms, max {part['max_ms']:.1f} ms "
+        f"({part['acks']} writes)"
+        for part in (latency["all"], latency["disrupted"])
+    )
 
 
 def _cell(value: Any) -> str:

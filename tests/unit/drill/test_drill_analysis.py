@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.hastack.ha.plugins.module_utils.drill import analysis
+from conftest import Timeline
 
 
 # -- write gap -----------------------------------------------------------------
@@ -187,9 +188,7 @@ def test_analyse_clean_failover(failover):
         "unknown_committed": 0,
         "error_committed": 0,
     }
-    assert m["disruptions"] == [
-        {"target": "node-a", "kind": "kill", "start_t": 4.9, "end_t": 5.0, "open": False}
-    ]
+    assert m["disruptions"] == [{"target": "node-a", "kind": "kill", "start_t": 4.9, "end_t": 5.0, "open": False}]
     assert m["answering_again_s"]["node-a"] == pytest.approx(4.003, abs=1e-3)
     assert m["rejoin_s"] == 12.5
     assert [w["state"] for w in m["member_windows"]["node-a"]] == ["primary", "unknown", "replica"]
@@ -213,3 +212,81 @@ def test_extra_events_get_relative_time(failover):
     assert events["heal"] == pytest.approx(6.5)
     assert events["iso"] == pytest.approx(7.5)
     assert analysis.parse_wall("not a time") is None
+
+
+# -- commit latency ----------------------------------------------------------------
+def test_latency_splits_writes_sent_while_disrupted(timeline):
+    timeline.writes(0, 2, latency=0.002)
+    timeline.writes(2, 4, latency=0.250)  # the degraded stretch
+    timeline.writes(4, 6, latency=0.002)
+    windows = [{"start_t": 2.0, "end_t": 3.99}]
+    latency = analysis.commit_latency(timeline.attempts, windows)
+    assert latency["disrupted"]["acks"] == 100
+    assert latency["disrupted"]["p50_ms"] == pytest.approx(250, abs=0.1)
+    assert latency["all"]["acks"] == 300
+    assert latency["all"]["p50_ms"] == pytest.approx(2, abs=0.1)
+    assert latency["all"]["p99_ms"] == pytest.approx(250, abs=0.1)  # a third of the writes were slow
+    assert analysis.commit_latency(timeline.attempts)["disrupted"] == {
+        "acks": 0,
+        "p50_ms": None,
+        "p99_ms": None,
+        "max_ms": None,
+    }
+
+
+def test_latency_p99_is_the_nearest_rank(timeline):
+    timeline.writes(0, 1.98, latency=0.001)  # 99 fast writes
+    timeline.writes(1.98, 2.0, latency=0.5)  # and one slow
+    stats = analysis.commit_latency(timeline.attempts)["all"]
+    assert (stats["acks"], stats["p99_ms"], stats["max_ms"]) == (100, 1.0, 500.0)
+
+
+# -- a second writer, inside the cut-off zone ------------------------------------------
+def _inzone(ids_offset: int = 100_000) -> Timeline:
+    """A writer on node-a's machine: writes to node-a until the cut, then gets no answer."""
+    tl = Timeline()
+    tl._id = ids_offset
+    tl.writes(0, 4.9, member="node-a", timeline=1)
+    tl.writes(4.9, 9.5, outcome="unknown", error="no answer within 3 s")
+    tl.writes(9.5, 10, member="node-b", timeline=2)
+    return tl
+
+
+def test_other_writer_clean_partition(failover):
+    inzone = _inzone()
+    raw = inzone.raw()
+    raw["anchor"] = {"mono": 1000.5, "wall": 1_700_000_000.5}  # started half a second later
+    m = analysis.analyse(failover.raw(), writers={"in-zone": raw})
+    other = m["other_writers"]["in-zone"]
+    assert other["offset_s"] == 0.5
+    assert other["lost_writes"] == 0 and m["other_lost_writes"] == 0
+    assert other["late_old_leader_acks"] == 0
+    assert [s["member"] for s in other["servers"]] == ["node-a", "node-b"]
+    assert other["servers"][1]["first_ack_t"] == pytest.approx(10.002, abs=1e-3)  # 9.5 + 0.5 + latency
+    assert m["split_brain"] is False
+
+
+def test_other_writer_catches_the_old_primary_writing_on(failover):
+    inzone = _inzone()
+    late = inzone.writes(10, 10.2, member="node-a", timeline=1)  # the old primary still acknowledges
+    m = analysis.analyse(failover.raw(), writers={"in-zone": inzone.raw()})
+    other = m["other_writers"]["in-zone"]
+    assert other["late_old_leader_acks"] == len(late) == 10
+    assert other["late_old_leader_ids"] == late
+    assert m["split_brain"] is True
+    assert m["split_brain_acks"] == []  # the main writer alone saw nothing
+
+
+def test_other_writer_loss_counts_and_unmeasured_loss_is_none(failover):
+    inzone = _inzone()
+    acked = inzone.acked_ids()
+    m = analysis.analyse(failover.raw(), writers={"in-zone": inzone.raw(present=acked[5:])})
+    assert m["other_writers"]["in-zone"]["lost_ids"] == acked[:5]
+    assert m["other_lost_writes"] == 5
+    m = analysis.analyse(failover.raw(), writers={"in-zone": inzone.raw(readback_ok=False)})
+    assert m["other_lost_writes"] is None
+    assert analysis.analyse(failover.raw())["other_lost_writes"] is None
+
+
+def test_leader_change_count(failover):
+    assert analysis.analyse(failover.raw())["leader_change_count"] == 1

@@ -22,8 +22,7 @@ def test_writes_json_md_png(failover, tmp_path):
     files = report.write_report(doc, raw, str(tmp_path / "reports"))
 
     assert files == {
-        ext: str(tmp_path / "reports" / f"leader-kill-20250102T030405Z.{ext}")
-        for ext in ("json", "md", "png")
+        ext: str(tmp_path / "reports" / f"leader-kill-20250102T030405Z.{ext}") for ext in ("json", "md", "png")
     }
     png = (tmp_path / "reports" / "leader-kill-20250102T030405Z.png").read_bytes()
     assert png.startswith(PNG_SIGNATURE)
@@ -75,9 +74,7 @@ def test_failed_read_back_violates_loss_threshold(failover):
 
 
 def test_clean_run_within_thresholds_and_null_threshold_skipped(failover):
-    doc = report.build_report(
-        failover.raw(), "x", {**THRESHOLDS, "max_rejoin_s": None}, {"rejoin_s": None}
-    )
+    doc = report.build_report(failover.raw(), "x", {**THRESHOLDS, "max_rejoin_s": None}, {"rejoin_s": None})
     assert doc["violations"] == []
 
 
@@ -87,14 +84,30 @@ def test_unknown_threshold_is_refused(failover):
 
 
 def test_basename_is_safe():
-    assert report.report_basename({"drill": "kill / node-a", "started_at": None}).startswith(
-        "kill_node-a-"
-    )
+    assert report.report_basename({"drill": "kill / node-a", "started_at": None}).startswith("kill_node-a-")
 
 
 def test_context_rejoin_must_be_seconds(failover):
-    assert report.build_report(failover.raw(), "x", {}, {"rejoin_s": "34.5"})["metrics"][
-        "rejoin_s"
-    ] == pytest.approx(34.5)
+    assert report.build_report(failover.raw(), "x", {}, {"rejoin_s": "34.5"})["metrics"]["rejoin_s"] == pytest.approx(
+        34.5
+    )
     with pytest.raises(ValueError, match=r"context.rejoin_s must be a number of seconds"):
         report.build_report(failover.raw(), "x", {}, {"rejoin_s": "soon"})
+
+
+def test_other_writer_is_reported_and_held_to_its_own_loss_limit(failover, timeline):
+    timeline._id = 100_000
+    timeline.writes(0, 4.9, member="node-a", timeline=1)
+    timeline.writes(4.9, 9.5, outcome="unknown", error="no answer within 3 s")
+    timeline.writes(9.5, 10, member="node-b", timeline=2)
+    inzone = timeline.raw(present=timeline.acked_ids()[2:])  # two of its acknowledged writes lost
+    thresholds = {**THRESHOLDS, "max_other_lost_writes": 0, "max_leader_changes": 1}
+    doc = report.build_report(
+        failover.raw(), "partition", thresholds, {"rejoin_s": 3.0}, writers={"in-zone (node-a)": inzone}
+    )
+    assert [(v["threshold"], v["value"]) for v in doc["violations"]] == [("max_other_lost_writes", 2)]
+    md = report.render_markdown(doc)
+    assert "## Other writers" in md
+    assert "| in-zone (node-a) | 270 | 0 | 230 | 4.62 s | 2 | 0 | node-a (245), node-b (25) |" in md
+    assert "| max_leader_changes | leader_change_count | 1 | 1 | pass |" in md
+    assert "| Commit latency (all / sent while disrupted) | p50 2.0 ms, p99 2.0 ms" in md
