@@ -19,6 +19,9 @@ from pathlib import Path
 PREFIX = "HASTACK_APP_"
 _HOSTPORT = re.compile(r"^(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# An inventory host name on hosts; the pod's name on Kubernetes (the downward
+# API), which Kubernetes keeps to 63 characters whatever app_backend_k8s_name is.
+_INSTANCE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
 
 
 class ConfigError(ValueError):
@@ -198,7 +201,7 @@ def load_config(environ: Mapping[str, str]) -> Config:
     ready_timeout = r.number("READY_CHECK_TIMEOUT_S", 1.0, 0.05, 30)
     db_timeout = r.number("DB_TIMEOUT_S", 3.0, 0.1, 60)
     config = Config(
-        instance=r.text("INSTANCE", "app", re.compile(r"^[A-Za-z0-9._-]{1,40}$")),
+        instance=r.text("INSTANCE", "app", _INSTANCE),
         listen_host=r.text("LISTEN_HOST", "127.0.0.1"),
         listen_port=r.integer("LISTEN_PORT", 8080, 1, 65535),
         db_hosts=r.endpoints("DB_HOSTS", 5432),
