@@ -39,6 +39,14 @@ CREATE TABLE IF NOT EXISTS items (
 )
 """
 
+# How long psycopg_pool retries one connection slot (backoff 1, 2, 4 s, then
+# capped here) before it gives up and drops the slot; Database then starts a
+# fresh attempt (_reconnect_failed), so the pool keeps trying for as long as
+# PostgreSQL is gone, never more than about 4 s apart. Not 0: in psycopg_pool
+# 3.x that gives up after a second attempt at once, and the pool shrank to
+# what requests grew it back to.
+RECONNECT_TIMEOUT_S = 10.0
+
 # What says "the database is unavailable" (and trips the breaker), as
 # opposed to an answer the database gave (a constraint, a missing row).
 DB_FAILURES: tuple[type[BaseException], ...] = (
@@ -136,7 +144,8 @@ class Database:
             open=False,
             timeout=config.db_timeout_s,
             check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=0,  # keep trying forever (the primary comes back under another name)
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
+            reconnect_failed=self._reconnect_failed,
             kwargs={
                 "autocommit": True,
                 "row_factory": dict_row,
@@ -145,6 +154,19 @@ class Database:
             },
             name=f"{config.instance}-db",
         )
+
+    async def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
+        """psycopg_pool gave up on a slot and dropped it: start again at once.
+
+        ``check()`` grows the pool by one slot (one growing attempt at a time),
+        and a growing attempt that succeeds goes on to ``min_size``: while
+        PostgreSQL is away one attempt keeps going, when it is back (under
+        another name after a failover) the pool fills without waiting for
+        requests.
+        """
+        if not pool.closed:
+            with contextlib.suppress(Exception):
+                await pool.check()
 
     def _search_primary(self) -> None:
         if self._search is not None and not self._search.done():
