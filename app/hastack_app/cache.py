@@ -34,15 +34,17 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
-from .breaker import CircuitBreaker, CircuitOpenError
+from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .config import Config
 from .metrics import Metrics
 
 log = logging.getLogger("hastack_app.cache")
 
 CACHE_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+# What a caller treats as "no cache now": it reads or writes the database alone.
+CACHE_UNAVAILABLE: tuple[type[BaseException], ...] = (CircuitOpenError, Saturated, *CACHE_FAILURES)
 TOMBSTONE = {"deleted": True}
 T = TypeVar("T")
 
@@ -126,8 +128,13 @@ class Cache:
             },
             **conn,
         )
-        self.master: Redis = self.sentinel.master_for(config.redis_master_name, max_connections=50)
-        self.replica: Redis = self.sentinel.slave_for(config.redis_master_name, max_connections=50)
+        # A full pool raises MaxConnectionsError at once; _guarded makes it
+        # Saturated (a miss, not a breaker failure). The master's pool has two
+        # more: the invalidation listener's and the readiness probe's.
+        self.master: Redis = self.sentinel.master_for(
+            config.redis_master_name, max_connections=config.redis_pool_max + 2
+        )
+        self.replica: Redis = self.sentinel.slave_for(config.redis_master_name, max_connections=config.redis_pool_max)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -150,7 +157,12 @@ class Cache:
         """One Redis operation under the breaker and an overall timeout
         (Sentinel discovery may ask several sentinels, each with its own timeout)."""
         async with self.breaker.guard():
-            return await asyncio.wait_for(op(), budget or self.timeout * 3)
+            try:
+                return await asyncio.wait_for(op(), budget or self.timeout * 3)
+            except MaxConnectionsError as exc:
+                raise Saturated(
+                    "cache", f"all Redis connections of this instance are busy (HASTACK_APP_REDIS_POOL_MAX): {exc}"
+                ) from exc
 
     # -- reads ---------------------------------------------------------------
     async def get(self, key: str) -> Any | None:
@@ -164,7 +176,7 @@ class Cache:
             self.metrics.cache_miss("local")
         try:
             raw = await self._guarded(lambda: self.replica.get(key))
-        except CircuitOpenError:
+        except (CircuitOpenError, Saturated):
             self.metrics.cache_miss("redis")
             return None
         except CACHE_FAILURES as exc:
@@ -184,7 +196,7 @@ class Cache:
         """After a miss: store what the database said, unless a write got there first."""
         if self.subscribed:
             self.local.put(key, value)
-        with contextlib.suppress(CircuitOpenError, *CACHE_FAILURES):
+        with contextlib.suppress(*CACHE_UNAVAILABLE):
             await self._guarded(lambda: self.master.set(key, json.dumps(value), ex=self.ttl_s, nx=True))
 
     # -- writes --------------------------------------------------------------
@@ -201,7 +213,7 @@ class Cache:
 
         try:
             await self._guarded(op)
-        except (CircuitOpenError, *CACHE_FAILURES) as exc:
+        except CACHE_UNAVAILABLE as exc:
             # Redis may keep the old value: delete it once Redis answers again
             self._pending.add(key)
             log.warning("cache write failed; key queued for invalidation", extra={"key": key, "error": repr(exc)})

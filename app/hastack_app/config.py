@@ -62,6 +62,7 @@ class Config:
     redis_password: str
     redis_sentinel_password: str
     redis_timeout_s: float
+    redis_pool_max: int
     cache_ttl_s: int
     local_cache_ttl_s: float
     local_cache_size: int
@@ -217,6 +218,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
         redis_password=r.secret("REDIS_PASSWORD"),
         redis_sentinel_password=r.secret("REDIS_SENTINEL_PASSWORD"),
         redis_timeout_s=r.number("REDIS_TIMEOUT_S", 0.5, 0.01, 30),
+        # connections per Redis pool for requests: one per request in flight
+        # at most, so HAProxy's maxconn per instance (app_backend_max_concurrency)
+        redis_pool_max=r.integer("REDIS_POOL_MAX", 200, 1, 10000),
         cache_ttl_s=r.integer("CACHE_TTL_S", 3600, 1, 30 * 86400),
         local_cache_ttl_s=r.number("LOCAL_CACHE_TTL_S", 30.0, 0, 3600),
         local_cache_size=r.integer("LOCAL_CACHE_SIZE", 10000, 0, 10_000_000),

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from . import __version__
-from .breaker import CircuitBreaker, CircuitOpenError
+from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .cache import CACHE_FAILURES, TOMBSTONE, Cache
 from .config import Config
 from .db import DB_FAILURES, Database
@@ -32,6 +32,14 @@ class ItemIn(BaseModel):
 
 def item_key(item_id: int) -> str:
     return f"item:{item_id}"
+
+
+def retry_later(status: int, error: str, exc: CircuitOpenError | Saturated) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "detail": str(exc)},
+        status_code=status,
+        headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+    )
 
 
 class Services:
@@ -105,11 +113,12 @@ def create_app(config: Config) -> FastAPI:
 
     @app.exception_handler(CircuitOpenError)
     async def breaker_open(request: Request, exc: CircuitOpenError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "service unavailable", "detail": str(exc)},
-            status_code=503,
-            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
-        )
+        return retry_later(503, "service unavailable", exc)
+
+    @app.exception_handler(Saturated)
+    async def saturated(request: Request, exc: Saturated) -> JSONResponse:
+        # back-pressure: the client (or HAProxy's retry) comes back; not an outage
+        return retry_later(429, "too many requests", exc)
 
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
