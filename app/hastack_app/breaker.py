@@ -38,6 +38,17 @@ class CircuitOpenError(RuntimeError):
         self.retry_after_s = retry_after_s
 
 
+class Saturated(RuntimeError):
+    """This instance's own pool to a dependency is full: back-pressure, not a
+    failure of the dependency. The breaker counts it as neither a failure nor
+    a success (the dependency was not tried); the API answers 429."""
+
+    def __init__(self, name: str, detail: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(f"{name}: {detail}; retry in {retry_after_s:.0f} s")
+        self.name = name
+        self.retry_after_s = retry_after_s
+
+
 class CircuitBreaker:
     def __init__(
         self,
@@ -130,12 +141,15 @@ class CircuitBreaker:
 
         Exceptions of ``failure_types`` count as failures; others (a missing
         row, a constraint violation) prove the dependency answered and count
-        as successes. The exception propagates either way.
+        as successes; ``Saturated`` counts as neither. The exception
+        propagates either way.
         """
         probe = self._admit()
         generation = self._generation
         try:
             yield
+        except Saturated:
+            raise
         except self.failure_types as exc:
             if generation == self._generation:
                 self.record_failure(exc)

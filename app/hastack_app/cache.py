@@ -13,6 +13,12 @@
   every (re)subscription since messages may have been lost; while it is not
   subscribed the local tier is bypassed. Local TTLs bound staleness when a
   message is lost anyway.
+- The local tier only takes a value known to be current: an invalidation
+  carries the version written (a row's ``version``; a delete is final), and
+  a value older than the last version heard of for its key is neither kept
+  locally nor served (a replica that has not applied that write yet: a
+  miss, the database answers). A refill is kept locally only once its SET NX
+  succeeded; when it lost, a write got there first.
 - Everything runs under the cache breaker; when it is open, or Redis fails,
   callers fall back to the database. A write whose Redis update failed is
   remembered and re-applied (as a delete) once Redis answers again.
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from collections import OrderedDict
@@ -34,17 +41,27 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
-from .breaker import CircuitBreaker, CircuitOpenError
+from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .config import Config
 from .metrics import Metrics
 
 log = logging.getLogger("hastack_app.cache")
 
 CACHE_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+# What a caller treats as "no cache now": it reads or writes the database alone.
+CACHE_UNAVAILABLE: tuple[type[BaseException], ...] = (CircuitOpenError, Saturated, *CACHE_FAILURES)
 TOMBSTONE = {"deleted": True}
 T = TypeVar("T")
+
+
+def version_of(value: Any) -> float:
+    """How new a cached value is: a row's version; a tombstone is final (ids are never reused)."""
+    if value == TOMBSTONE:
+        return math.inf
+    version = value.get("version") if isinstance(value, dict) else None
+    return float(version) if isinstance(version, int) else 0.0
 
 
 class LocalTier:
@@ -84,6 +101,30 @@ class LocalTier:
         return len(self._data)
 
 
+class Floors:
+    """Per key, the newest version an invalidation announced (bounded LRU: a
+    forgotten floor only lets the local TTL bound staleness again)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self._data: OrderedDict[str, float] = OrderedDict()
+
+    def raise_to(self, key: str, version: float) -> None:
+        self._data[key] = max(version, self._data.get(key, 0.0))
+        self._data.move_to_end(key)
+        while len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def current(self, key: str, value: Any) -> bool:
+        return version_of(value) >= self._data.get(key, 0.0)
+
+
+def invalidation(key: str, origin: str, value: Any) -> str:
+    """The pub/sub message of a write: the key and the version written."""
+    deleted = math.isinf(version := version_of(value))
+    return json.dumps({"key": key, "origin": origin, "version": None if deleted else version, "deleted": deleted})
+
+
 class Cache:
     def __init__(self, config: Config, breaker: CircuitBreaker, metrics: Metrics) -> None:
         self.config = config
@@ -94,6 +135,7 @@ class Cache:
         self.channel = f"hastack-app:{config.redis_master_name}:invalidate"
         self.origin = f"{config.instance}-{uuid.uuid4().hex[:8]}"
         self.local = LocalTier(config.local_cache_size, config.local_cache_ttl_s)
+        self.floors = Floors(config.local_cache_size)
         self.subscribed = False
         self.subscribed_to: str | None = None
         self.resubscriptions = 0
@@ -126,8 +168,13 @@ class Cache:
             },
             **conn,
         )
-        self.master: Redis = self.sentinel.master_for(config.redis_master_name, max_connections=50)
-        self.replica: Redis = self.sentinel.slave_for(config.redis_master_name, max_connections=50)
+        # A full pool raises MaxConnectionsError at once; _guarded makes it
+        # Saturated (a miss, not a breaker failure). The master's pool has two
+        # more: the invalidation listener's and the readiness probe's.
+        self.master: Redis = self.sentinel.master_for(
+            config.redis_master_name, max_connections=config.redis_pool_max + 2
+        )
+        self.replica: Redis = self.sentinel.slave_for(config.redis_master_name, max_connections=config.redis_pool_max)
 
     # -- lifecycle -----------------------------------------------------------
     async def start(self) -> None:
@@ -150,7 +197,12 @@ class Cache:
         """One Redis operation under the breaker and an overall timeout
         (Sentinel discovery may ask several sentinels, each with its own timeout)."""
         async with self.breaker.guard():
-            return await asyncio.wait_for(op(), budget or self.timeout * 3)
+            try:
+                return await asyncio.wait_for(op(), budget or self.timeout * 3)
+            except MaxConnectionsError as exc:
+                raise Saturated(
+                    "cache", f"all Redis connections of this instance are busy (HASTACK_APP_REDIS_POOL_MAX): {exc}"
+                ) from exc
 
     # -- reads ---------------------------------------------------------------
     async def get(self, key: str) -> Any | None:
@@ -164,7 +216,7 @@ class Cache:
             self.metrics.cache_miss("local")
         try:
             raw = await self._guarded(lambda: self.replica.get(key))
-        except CircuitOpenError:
+        except (CircuitOpenError, Saturated):
             self.metrics.cache_miss("redis")
             return None
         except CACHE_FAILURES as exc:
@@ -174,34 +226,44 @@ class Cache:
         if raw is None:
             self.metrics.cache_miss("redis")
             return None
-        self.metrics.cache_hit("redis")
         value = json.loads(raw)
-        if self.subscribed:
-            self.local.put(key, value)
+        if not self.floors.current(key, value):
+            # a replica behind a write we heard of: let the database answer
+            self.metrics.cache_miss("redis")
+            return None
+        self.metrics.cache_hit("redis")
+        self._keep_locally(key, value)
         return value
 
-    async def fill(self, key: str, value: Any) -> None:
-        """After a miss: store what the database said, unless a write got there first."""
-        if self.subscribed:
+    def _keep_locally(self, key: str, value: Any) -> None:
+        if self.subscribed and self.floors.current(key, value):
             self.local.put(key, value)
-        with contextlib.suppress(CircuitOpenError, *CACHE_FAILURES):
-            await self._guarded(lambda: self.master.set(key, json.dumps(value), ex=self.ttl_s, nx=True))
+
+    async def fill(self, key: str, value: Any) -> None:
+        """After a miss: store what the database said, unless a write got there first
+        (then SET NX fails, and the value is not kept locally either)."""
+        stored = None
+        with contextlib.suppress(*CACHE_UNAVAILABLE):
+            stored = await self._guarded(lambda: self.master.set(key, json.dumps(value), ex=self.ttl_s, nx=True))
+        if stored:
+            self._keep_locally(key, value)
 
     # -- writes --------------------------------------------------------------
     async def write(self, key: str, value: Any) -> None:
         """After a database write: store the new value (or TOMBSTONE) and tell the others."""
         self.local.drop(key)
+        self.floors.raise_to(key, version_of(value))
         payload = json.dumps(value)
 
         async def op() -> None:
             async with self.master.pipeline(transaction=False) as pipe:
                 pipe.set(key, payload, ex=self.ttl_s)
-                pipe.publish(self.channel, json.dumps({"key": key, "origin": self.origin}))
+                pipe.publish(self.channel, invalidation(key, self.origin, value))
                 await pipe.execute()
 
         try:
             await self._guarded(op)
-        except (CircuitOpenError, *CACHE_FAILURES) as exc:
+        except CACHE_UNAVAILABLE as exc:
             # Redis may keep the old value: delete it once Redis answers again
             self._pending.add(key)
             log.warning("cache write failed; key queued for invalidation", extra={"key": key, "error": repr(exc)})
@@ -270,10 +332,12 @@ class Cache:
         try:
             message = json.loads(data)
             key = message["key"]
-        except (ValueError, KeyError, TypeError):
+            version = math.inf if message.get("deleted") else float(message.get("version") or 0)
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("malformed invalidation message", extra={"data": repr(data)[:200]})
             return
         self.invalidations_received += 1
+        self.floors.raise_to(key, version)
         self.local.drop(key)
 
     # -- readiness -----------------------------------------------------------

@@ -19,6 +19,9 @@ from pathlib import Path
 PREFIX = "HASTACK_APP_"
 _HOSTPORT = re.compile(r"^(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>[0-9]{1,5}))?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# An inventory host name on hosts; the pod's name on Kubernetes (the downward
+# API), which Kubernetes keeps to 63 characters whatever app_backend_k8s_name is.
+_INSTANCE = re.compile(r"^[A-Za-z0-9._-]{1,63}$")
 
 
 class ConfigError(ValueError):
@@ -46,6 +49,7 @@ class Config:
     instance: str
     listen_host: str
     listen_port: int
+    max_body_bytes: int
     db_hosts: tuple[Endpoint, ...]
     db_name: str
     db_user: str
@@ -59,6 +63,7 @@ class Config:
     redis_password: str
     redis_sentinel_password: str
     redis_timeout_s: float
+    redis_pool_max: int
     cache_ttl_s: int
     local_cache_ttl_s: float
     local_cache_size: int
@@ -198,9 +203,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
     ready_timeout = r.number("READY_CHECK_TIMEOUT_S", 1.0, 0.05, 30)
     db_timeout = r.number("DB_TIMEOUT_S", 3.0, 0.1, 60)
     config = Config(
-        instance=r.text("INSTANCE", "app", re.compile(r"^[A-Za-z0-9._-]{1,40}$")),
+        instance=r.text("INSTANCE", "app", _INSTANCE),
         listen_host=r.text("LISTEN_HOST", "127.0.0.1"),
         listen_port=r.integer("LISTEN_PORT", 8080, 1, 65535),
+        max_body_bytes=r.integer("MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
         db_hosts=r.endpoints("DB_HOSTS", 5432),
         db_name=r.text("DB_NAME", "hastack_app", _NAME),
         db_user=r.text("DB_USER", "hastack_app", _NAME),
@@ -214,6 +220,9 @@ def load_config(environ: Mapping[str, str]) -> Config:
         redis_password=r.secret("REDIS_PASSWORD"),
         redis_sentinel_password=r.secret("REDIS_SENTINEL_PASSWORD"),
         redis_timeout_s=r.number("REDIS_TIMEOUT_S", 0.5, 0.01, 30),
+        # connections per Redis pool for requests: one per request in flight
+        # at most, so HAProxy's maxconn per instance (app_backend_max_concurrency)
+        redis_pool_max=r.integer("REDIS_POOL_MAX", 200, 1, 10000),
         cache_ttl_s=r.integer("CACHE_TTL_S", 3600, 1, 30 * 86400),
         local_cache_ttl_s=r.number("LOCAL_CACHE_TTL_S", 30.0, 0, 3600),
         local_cache_size=r.integer("LOCAL_CACHE_SIZE", 10000, 0, 10_000_000),

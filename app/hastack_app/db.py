@@ -23,7 +23,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .breaker import CircuitBreaker
+from .breaker import CircuitBreaker, Saturated
 from .config import Config
 
 log = logging.getLogger("hastack_app.db")
@@ -39,13 +39,25 @@ CREATE TABLE IF NOT EXISTS items (
 )
 """
 
+# How long psycopg_pool retries one connection slot (backoff 1, 2, 4 s, then
+# capped here) before it gives up and drops the slot; Database then starts a
+# fresh attempt (_reconnect_failed), so the pool keeps trying for as long as
+# PostgreSQL is gone, never more than about 4 s apart. Not 0: in psycopg_pool
+# 3.x that gives up after a second attempt at once, and the pool shrank to
+# what requests grew it back to.
+RECONNECT_TIMEOUT_S = 10.0
+
 # What says "the database is unavailable" (and trips the breaker), as
 # opposed to an answer the database gave (a constraint, a missing row).
+# psycopg_pool's PoolTimeout is an OperationalError: a wait for a pooled
+# connection that timed out while every connection was busy with other
+# requests is turned into Saturated first (Database._run), so load alone
+# never opens the breaker; one that timed out while the pool could not
+# connect stays a failure.
 DB_FAILURES: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
     psycopg.errors.ReadOnlySqlTransaction,  # reached a demoted primary
     psycopg.errors.AdminShutdown,
-    PoolTimeout,
     TimeoutError,
 )
 
@@ -127,6 +139,7 @@ class Database:
         self.breaker = breaker
         self.timeout = config.db_timeout_s
         self._schema_ready = False
+        self._in_use = 0  # connections handed to requests right now
         self._search: asyncio.Task[None] | None = None
         self.pool = AsyncConnectionPool(
             config.db_conninfo(),
@@ -136,7 +149,8 @@ class Database:
             open=False,
             timeout=config.db_timeout_s,
             check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=0,  # keep trying forever (the primary comes back under another name)
+            reconnect_timeout=RECONNECT_TIMEOUT_S,
+            reconnect_failed=self._reconnect_failed,
             kwargs={
                 "autocommit": True,
                 "row_factory": dict_row,
@@ -145,6 +159,19 @@ class Database:
             },
             name=f"{config.instance}-db",
         )
+
+    async def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
+        """psycopg_pool gave up on a slot and dropped it: start again at once.
+
+        ``check()`` grows the pool by one slot (one growing attempt at a time),
+        and a growing attempt that succeeds goes on to ``min_size``: while
+        PostgreSQL is away one attempt keeps going, when it is back (under
+        another name after a failover) the pool fills without waiting for
+        requests.
+        """
+        if not pool.closed:
+            with contextlib.suppress(Exception):
+                await pool.check()
 
     def _search_primary(self) -> None:
         if self._search is not None and not self._search.done():
@@ -166,19 +193,37 @@ class Database:
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
         async with self.pool.connection(timeout=self.timeout) as conn:
-            if not self._schema_ready:
-                await conn.execute(SCHEMA)
-                self._schema_ready = True
-            yield conn
+            self._in_use += 1
+            try:
+                if not self._schema_ready:
+                    await conn.execute(SCHEMA)
+                    self._schema_ready = True
+                yield conn
+            finally:
+                self._in_use -= 1
 
     async def _run(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        acquired = False
+
         async def work() -> list[dict[str, Any]]:
+            nonlocal acquired
             async with self._connection() as conn:
+                acquired = True
                 cur = await conn.execute(query, params)
                 return await cur.fetchall() if cur.description else []
 
         async with self.breaker.guard():
-            return await asyncio.wait_for(work(), self.timeout)
+            try:
+                return await asyncio.wait_for(work(), self.timeout)
+            except (PoolTimeout, TimeoutError) as exc:
+                # no connection within the budget: busy ones (load) or none (outage)?
+                if not acquired and self._in_use >= self.pool.max_size:
+                    raise Saturated(
+                        "database",
+                        f"all {self.pool.max_size} connections of this instance are busy "
+                        f"(HASTACK_APP_DB_POOL_MAX) for {self.timeout} s",
+                    ) from exc
+                raise
 
     # -- readiness -----------------------------------------------------------
     async def ping(self, timeout: float) -> str:

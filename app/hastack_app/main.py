@@ -13,9 +13,10 @@ import psycopg
 from fastapi import FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import __version__
-from .breaker import CircuitBreaker, CircuitOpenError
+from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .cache import CACHE_FAILURES, TOMBSTONE, Cache
 from .config import Config
 from .db import DB_FAILURES, Database
@@ -32,6 +33,57 @@ class ItemIn(BaseModel):
 
 def item_key(item_id: int) -> str:
     return f"item:{item_id}"
+
+
+def retry_later(status: int, error: str, exc: CircuitOpenError | Saturated) -> JSONResponse:
+    return JSONResponse(
+        {"error": error, "detail": str(exc)},
+        status_code=status,
+        headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+    )
+
+
+class BodyLimit:
+    """413 for a request body over ``limit`` bytes, declared (Content-Length) or
+    sent (chunked), before any route or dependency sees it. The body is read
+    here (at most ``limit`` bytes) and handed on as one message."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        chunks: list[bytes] = []
+        size = int(declared) if declared.isdigit() else 0
+        more = size <= self.limit
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size = sum(map(len, chunks))
+            more = message.get("more_body", False) and size <= self.limit
+        if size > self.limit:
+            response = JSONResponse(
+                {"error": "request body too large", "detail": f"over {self.limit} bytes (HASTACK_APP_MAX_BODY_BYTES)"},
+                status_code=413,
+            )
+            await response(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 class Services:
@@ -89,6 +141,8 @@ def create_app(config: Config) -> FastAPI:
     app = FastAPI(title="hastack app", version=__version__, lifespan=lifespan)
     app.state.services = services
     metrics = services.metrics
+    # added before observe, so it runs inside it: a 413 is counted with its status
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -105,11 +159,12 @@ def create_app(config: Config) -> FastAPI:
 
     @app.exception_handler(CircuitOpenError)
     async def breaker_open(request: Request, exc: CircuitOpenError) -> JSONResponse:
-        return JSONResponse(
-            {"error": "service unavailable", "detail": str(exc)},
-            status_code=503,
-            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
-        )
+        return retry_later(503, "service unavailable", exc)
+
+    @app.exception_handler(Saturated)
+    async def saturated(request: Request, exc: Saturated) -> JSONResponse:
+        # back-pressure: the client (or HAProxy's retry) comes back; not an outage
+        return retry_later(429, "too many requests", exc)
 
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:

@@ -87,3 +87,18 @@ def test_the_dockerfile_fits_the_pod() -> None:
     assert f"--uid {uid}" in dockerfile
     assert "PYTHONDONTWRITEBYTECODE=1" in dockerfile  # nothing written next to the code
     assert load("10-configmap.yml")["data"]["HASTACK_APP_STORAGE_PATH"] in dockerfile
+
+
+def test_any_pod_name_the_role_allows_is_a_valid_instance(tmp_path: Path) -> None:
+    """Preflight allows app_backend_k8s_name up to 42 characters; the pod's name
+    (<name>-app-<pod-template-hash>-<5>, cut to 63 by Kubernetes) becomes
+    HASTACK_APP_INSTANCE through the downward API. Such pods crash-looped when the
+    app capped INSTANCE at 40 characters."""
+    env = pod_environment(tmp_path)
+    longest = f"{'n' * 42}-app-7d9c8b6f5d"[:58] + "-x2x9q"
+    assert len(longest) == 63
+    assert load_config({**env, "HASTACK_APP_INSTANCE": longest}).instance == longest
+    short = f"{'n' * 20}-app-7d9c8b6f5d-x2x9q"
+    assert load_config({**env, "HASTACK_APP_INSTANCE": short}).instance == short
+    with pytest.raises(ConfigError, match=r"HASTACK_APP_INSTANCE='n{64}'; rule: must match .*\{1,63\}"):
+        load_config({**env, "HASTACK_APP_INSTANCE": "n" * 64})
