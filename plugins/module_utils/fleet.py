@@ -232,6 +232,8 @@ class Machine:
     state_dir: Path
     # when kill() sent SIGKILL (epoch seconds), None until then
     killed_t: float | None = None
+    # when freeze() froze the machine (epoch seconds), None until then
+    frozen_t: float | None = None
 
     @property
     def root(self) -> Path:
@@ -305,6 +307,7 @@ class Machine:
             )
         if self.frozen():
             return False
+        self.frozen_t = time.time()
         self._set_frozen(True)
         return True
 

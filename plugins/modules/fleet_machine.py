@@ -116,6 +116,12 @@ killed_t:
   description: When the machine's PID 1 was sent SIGKILL (epoch seconds, the box's clock); null when it was not running.
   type: float
   returned: when state is killed
+frozen_t:
+  description:
+    - When the machine was frozen (epoch seconds, the box's clock, just before its freezer was set).
+    - Null when it was frozen already.
+  type: float
+  returned: when state is frozen
 nspawn_pid:
   description: PID of the machine's systemd-nspawn process on the box.
   type: int
@@ -192,7 +198,13 @@ def main() -> None:
             killed = machine.kill()
             module.exit_json(changed=killed, booted=False, killed_t=machine.killed_t if killed else None)
         if params["state"] == "frozen":
-            module.exit_json(changed=machine.freeze(), booted=False, nspawn_pid=machine.nspawn_pid())
+            frozen = machine.freeze()
+            module.exit_json(
+                changed=frozen,
+                booted=False,
+                frozen_t=machine.frozen_t if frozen else None,
+                nspawn_pid=machine.nspawn_pid(),
+            )
         if not machine.image.is_dir():
             module.fail_json(msg=f"image {machine.image} is not a directory: build it first (role fleet, image.yml)")
         changed = machine.mount()

@@ -1,9 +1,11 @@
 """PostgreSQL drills on the suite's fleet (playbooks/drill_postgres.yml).
 
 Runs after the fleet is deployed (test_10_lab.py) and before it is destroyed
-(test_90_destroy.py): the planned switchover, the leader frozen and
-partitioned (its own iptables, cut from the other members) each stay within
-the inventory's limits (exit code and JSON report); a drill refuses to start
+(test_90_destroy.py): the planned switchover, the leader's machine frozen
+whole, cut off at the box (clients included, with a writer inside the
+cut-off machine) and on a degraded network (packet loss, no failover
+expected) each stay within the inventory's limits (exit code and JSON
+report); a drill refuses to start
 on an unhealthy cluster (a replica's Patroni stopped with systemctl over
 SSH); every drill leaves the iptables of the box and of every machine
 exactly as it found them.
@@ -27,10 +29,10 @@ from .drill_helpers import (
 
 pytestmark = pytest.mark.lab
 
-# Each drill: ~40 s (switchover) to ~90 s (partition) on the lab. The leader
+# Each drill: ~40 s (switchover) to ~130 s (partition) on the lab. The leader
 # kill runs in test_65_app.py, under the app's load: its exit code is the
 # drill's verdict on the same limits, and the load adds the client's view.
-SCENARIOS = ["switchover", "freeze", "partition"]
+SCENARIOS = ["switchover", "freeze", "partition", "degraded"]
 
 
 def our_iptables(lab: dict) -> dict[str, list[str]]:
@@ -81,10 +83,27 @@ def test_drill_stays_within_its_limits(lab, tmp_path, drill):
         # A thawed old leader may answer "primary" until Patroni demotes it;
         # the acknowledgements decide (see drill_postgres.yml).
         assert context["split_brain_verdict"] == "acks"
+        assert context["freeze_scope"] == "machine", summary
         assert metrics["split_brain_acks"] == [], summary
     else:
         assert metrics["split_brain"] is False, summary
-    assert context["old_leader"] != context["new_leader"], summary
+    if drill == "partition":
+        # Cut at the box, and a writer inside the cut-off machine: it lost
+        # nothing acknowledged, and the old primary took none of its writes
+        # once the new one had taken over.
+        assert context["partition_cut"] == "all", summary
+        (inzone,) = metrics["other_writers"].values()
+        assert inzone["readback_ok"] and inzone["lost_writes"] == 0, f"{summary}; in-zone writer {inzone}"
+        assert inzone["late_old_leader_acks"] == 0, f"{summary}; in-zone writer {inzone}"
+        assert inzone["writes"]["ack"] > 0, f"{summary}; in-zone writer {inzone}"
+    if drill == "degraded":
+        # Packet loss on the leader's machine: no failover, commits slower.
+        assert metrics["leader_change_count"] == 0, summary
+        assert context["old_leader"] == context["new_leader"], summary
+        latency = metrics["commit_latency"]["disrupted"]
+        assert latency["acks"] > 0 and latency["p99_ms"] is not None, f"{summary}; latency {latency}"
+    else:
+        assert context["old_leader"] != context["new_leader"], summary
     assert metrics["readback"]["ok"], summary
     assert is_healthy(patroni_cluster(lab)), f"{drill}: the cluster is not healthy after the drill"
     assert our_iptables(lab) == rules_before, f"{drill}: iptables differs after the drill"
