@@ -21,7 +21,10 @@
   succeeded; when it lost, a write got there first.
 - Everything runs under the cache breaker; when it is open, or Redis fails,
   callers fall back to the database. A write whose Redis update failed is
-  remembered and re-applied (as a delete) once Redis answers again.
+  remembered and re-applied (as a delete) once Redis answers again. The keys
+  waiting for that are kept in a file under the storage path
+  (``PendingKeys``), so a restart during a Redis outage does not forget
+  them: Redis would otherwise serve the old values for up to their TTL.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ import contextlib
 import json
 import logging
 import math
+import os
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -119,6 +124,72 @@ class Floors:
         return version_of(value) >= self._data.get(key, 0.0)
 
 
+class PendingKeys:
+    """Keys whose invalidation has not reached Redis yet, kept in a file.
+
+    A database write whose Redis update failed leaves Redis with the old
+    value for up to the cache TTL; its key waits here until a delete reaches
+    the master. The file (a JSON list) is rewritten on every change through
+    a temporary file, fsync and rename, so a crash leaves the old set or the
+    new one, never a torn file; it is removed once nothing is pending. A file
+    that cannot be read at start is reported and set aside (renamed with
+    ``.unreadable``), and the instance starts with nothing pending.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._keys: set[str] = set()
+        try:
+            loaded = json.loads(path.read_text())
+            if not isinstance(loaded, list) or not all(isinstance(k, str) for k in loaded):
+                raise ValueError("not a list of keys")
+            self._keys = set(loaded)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            log.error(
+                "pending cache invalidations unreadable; set aside", extra={"path": str(path), "error": repr(exc)}
+            )
+            with contextlib.suppress(OSError):
+                path.replace(path.with_name(path.name + ".unreadable"))
+        if self._keys:
+            log.warning("cache invalidations pending from before the start", extra={"count": len(self._keys)})
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._keys))
+
+    def add(self, key: str) -> None:
+        if key not in self._keys:
+            self._keys.add(key)
+            self._save()
+
+    def difference_update(self, keys: Iterable[str]) -> None:
+        before = len(self._keys)
+        self._keys.difference_update(keys)
+        if len(self._keys) != before:
+            self._save()
+
+    def _save(self) -> None:
+        try:
+            if not self._keys:
+                self.path.unlink(missing_ok=True)
+                return
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with open(tmp, "w") as f:
+                json.dump(sorted(self._keys), f)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.replace(self.path)
+        except OSError as exc:  # the storage check of /ready reports the directory itself
+            log.error("cannot keep pending cache invalidations", extra={"path": str(self.path), "error": repr(exc)})
+
+
 def invalidation(key: str, origin: str, value: Any) -> str:
     """The pub/sub message of a write: the key and the version written."""
     deleted = math.isinf(version := version_of(value))
@@ -140,7 +211,7 @@ class Cache:
         self.subscribed_to: str | None = None
         self.resubscriptions = 0
         self.invalidations_received = 0
-        self._pending: set[str] = set()
+        self._pending = PendingKeys(config.storage_path / f"pending-invalidations-{config.instance}.json")
         self._closing = False
         self._listener: asyncio.Task[None] | None = None
         conn = {

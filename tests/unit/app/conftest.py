@@ -198,7 +198,7 @@ def make_app(pg: Any, redis_lab: RedisDrillLab) -> Iterator[Callable[..., AppPro
 
 
 @pytest.fixture
-def app_config(pg: Any) -> Callable[..., Any]:
+def app_config(pg: Any, tmp_path: Path) -> Callable[..., Any]:
     """In-process settings: PostgreSQL is the session's server unless DB_HOSTS
     says otherwise; Redis is a dead address unless REDIS_SENTINELS (and the
     passwords) say otherwise. Keyword arguments are HASTACK_APP_* without the prefix."""
@@ -208,7 +208,7 @@ def app_config(pg: Any) -> Callable[..., Any]:
         env = {
             "DB_HOSTS": f"{pg.host}:{pg.port}", "DB_PASSWORD": pg.app_password,
             "REDIS_SENTINELS": "127.78.1.9:26379", "REDIS_PASSWORD": "x" * 16,
-            "REDIS_SENTINEL_PASSWORD": "x" * 16, "STORAGE_PATH": "/tmp", **overrides,
+            "REDIS_SENTINEL_PASSWORD": "x" * 16, "STORAGE_PATH": str(tmp_path), **overrides,
         }  # fmt: skip
         return load_config({f"HASTACK_APP_{k}": v for k, v in env.items()})
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from hastack_app.breaker import CircuitBreaker
-from hastack_app.cache import CACHE_FAILURES, Cache
+from hastack_app.cache import CACHE_FAILURES, Cache, PendingKeys
 from hastack_app.config import BreakerSettings
 from hastack_app.metrics import Metrics
 
@@ -126,3 +126,53 @@ def test_a_refill_that_lost_to_a_write_is_not_kept_locally(app_config, redis_lab
             await other.close()
 
     assert asyncio.run(scenario())["version"] == 2
+
+
+def test_pending_invalidations_survive_a_restart(app_config, redis_lab, tmp_path) -> None:
+    """A write while Redis is unreachable queues its key; the instance restarts
+    before Redis is back. The new instance still deletes the stale value once
+    it reaches Redis. Kept in memory only, the key was forgotten, and Redis
+    served the old value for up to its TTL (an hour)."""
+
+    async def scenario() -> tuple[Any, list[str], bool]:
+        first = make_cache(app_config, redis_lab, INSTANCE="a")
+        await first.master.set("item:1", json.dumps(ROW1), ex=3600)  # what Redis holds: v1
+        await first.close()
+
+        # the same instance, Redis unreachable (the default sentinel is a dead address)
+        cut_off = Cache(
+            app_config(INSTANCE="a"),
+            CircuitBreaker("cache", BreakerSettings(5, 60.0, 2), failure_types=CACHE_FAILURES),
+            Metrics(),
+        )
+        await cut_off.write("item:1", ROW2)  # the database has v2; Redis could not be told
+        await cut_off.close()
+        queued = json.loads((tmp_path / "pending-invalidations-a.json").read_text())
+
+        restarted = make_cache(app_config, redis_lab, INSTANCE="a")
+        await restarted.start()
+        try:
+            for _ in range(200):
+                if not restarted._pending:
+                    break
+                await asyncio.sleep(0.05)
+            return await restarted.master.get("item:1"), queued, (tmp_path / "pending-invalidations-a.json").exists()
+        finally:
+            await restarted.close()
+
+    stale, queued, file_left = asyncio.run(scenario())
+    assert queued == ["item:1"]
+    assert stale is None, f"Redis still serves {stale!r} after the restart"
+    assert not file_left
+
+
+def test_an_unreadable_pending_file_is_set_aside(tmp_path) -> None:
+    path = tmp_path / "pending-invalidations-a.json"
+    path.write_text("{not json")
+    pending = PendingKeys(path)
+    assert not pending
+    assert (tmp_path / "pending-invalidations-a.json.unreadable").read_text() == "{not json"
+    pending.add("item:7")
+    assert json.loads(path.read_text()) == ["item:7"]
+    pending.difference_update(["item:7"])
+    assert not path.exists()
