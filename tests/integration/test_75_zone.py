@@ -124,7 +124,7 @@ def test_zone_kill_with_the_primaries_in_the_zone(lab, tmp_path: Path):
     ("extra", "words"),
     [
         (["-e", "zone=q", "-e", "mode=kill"], "zone is 'q' (one of the inventory's zones: a, b, c)"),
-        (["-e", "zone=a", "-e", "mode=explode"], "mode is 'explode' (on hosts: one of kill, partition)"),
+        (["-e", "zone=a", "-e", "mode=explode"], "mode is 'explode' (on hosts: one of kill, freeze, partition)"),
         # every node in zone a: losing it loses every quorum
         (["-e", "zone=a", "-e", "mode=kill", "-e", "ha_zone=a"], "zone a holds 3 of the 3 members of etcd_cluster"),
     ],
