@@ -4,7 +4,10 @@ CLOSED: calls pass; ``failure_threshold`` consecutive failures open it.
 OPEN: calls fail fast with ``CircuitOpenError`` until ``recovery_s`` passed.
 HALF_OPEN: one probe call at a time passes (the others fail fast);
 ``success_threshold`` consecutive successful probes close it, one failure
-opens it again for another ``recovery_s``.
+opens it again for another ``recovery_s``. An outside check that reached the
+dependency (the readiness probe) half-opens an open breaker at once
+(``probe_succeeded``): readiness and the breaker agree, and recovery after a
+failover is not held back by ``recovery_s``.
 
 Why not a library: pybreaker's async support is Tornado-only and the asyncio
 ones on PyPI either let every caller through in half-open or have no success
@@ -105,6 +108,12 @@ class CircuitBreaker:
             "retry_after_s": round(self.retry_after(), 3) if state is State.OPEN else 0.0,
             "last_error": self.last_error,
         }
+
+    def probe_succeeded(self) -> None:
+        """A check outside the breaker reached the dependency: an open breaker
+        half-opens now, so the next call is its probe."""
+        if self.state is State.OPEN:
+            self._set(State.HALF_OPEN)
 
     # -- outcomes ------------------------------------------------------------
     def record_success(self) -> None:

@@ -40,7 +40,7 @@ class Endpoint:
 @dataclass(frozen=True)
 class BreakerSettings:
     failure_threshold: int = 5
-    recovery_s: float = 60.0
+    recovery_s: float = 10.0
     success_threshold: int = 2
 
 
@@ -58,6 +58,9 @@ class Config:
     db_timeout_s: float
     db_pool_min: int
     db_pool_max: int
+    db_read_hosts: tuple[Endpoint, ...]
+    db_read_pool_max: int
+    db_read_max_lag_s: float
     redis_sentinels: tuple[Endpoint, ...]
     redis_master_name: str
     redis_password: str
@@ -76,15 +79,22 @@ class Config:
 
     def db_conninfo(self) -> str:
         """libpq multi-host conninfo: the first host that accepts writes wins."""
+        return self._conninfo(self.db_hosts, target_session_attrs="read-write")
+
+    def db_read_conninfo(self) -> str:
+        """The degraded-read pool's conninfo: a standby if any answers (in a
+        random order, so instances spread over them), else whatever answers."""
+        return self._conninfo(self.db_read_hosts, target_session_attrs="prefer-standby", load_balance_hosts="random")
+
+    def _conninfo(self, hosts: tuple[Endpoint, ...], **attrs: str) -> str:
         from psycopg.conninfo import make_conninfo
 
         return make_conninfo(
-            host=",".join(e.host for e in self.db_hosts),
-            port=",".join(str(e.port) for e in self.db_hosts),
+            host=",".join(e.host for e in hosts),
+            port=",".join(str(e.port) for e in hosts),
             dbname=self.db_name,
             user=self.db_user,
             password=self.db_password,
-            target_session_attrs="read-write",
             connect_timeout=self.db_connect_timeout_s,
             application_name=f"hastack-app-{self.instance}"[:63],
             # A connection whose peer's packets are dropped (its zone cut off)
@@ -98,6 +108,7 @@ class Config:
             keepalives_idle=10,
             keepalives_interval=2,
             keepalives_count=3,
+            **attrs,
         )
 
 
@@ -154,8 +165,8 @@ class _Reader:
             raise ConfigError(f"{PREFIX}{name}={number}; rule: a number in [{low}, {high}]")
         return number
 
-    def endpoints(self, name: str, default_port: int) -> tuple[Endpoint, ...]:
-        value = self.raw(name)
+    def endpoints(self, name: str, default_port: int, default: str | None = None) -> tuple[Endpoint, ...]:
+        value = self.raw(name, default)
         out: list[Endpoint] = []
         for part in (p.strip() for p in value.split(",")):
             match = _HOSTPORT.match(part)
@@ -173,7 +184,7 @@ class _Reader:
     def breaker(self, name: str) -> BreakerSettings:
         return BreakerSettings(
             failure_threshold=self.integer(f"{name}_BREAKER_FAILURES", 5, 1, 1000),
-            recovery_s=self.number(f"{name}_BREAKER_RECOVERY_S", 60.0, 0.1, 3600),
+            recovery_s=self.number(f"{name}_BREAKER_RECOVERY_S", 10.0, 0.1, 3600),
             success_threshold=self.integer(f"{name}_BREAKER_SUCCESSES", 2, 1, 1000),
         )
 
@@ -215,6 +226,13 @@ def load_config(environ: Mapping[str, str]) -> Config:
         db_timeout_s=db_timeout,
         db_pool_min=r.integer("DB_POOL_MIN", 2, 0, 100),
         db_pool_max=r.integer("DB_POOL_MAX", 10, 1, 100),
+        # Degraded reads: while no primary answers, reads that miss the cache
+        # go to a standby through a pool of their own (0 turns them off).
+        # The members by default; on Kubernetes the Service of the replicas.
+        db_read_hosts=r.endpoints("DB_READ_HOSTS", 5432, environ.get(PREFIX + "DB_HOSTS")),
+        db_read_pool_max=r.integer("DB_READ_POOL_MAX", 4, 0, 100),
+        # a standby further behind than this (replay behind receive) is not read
+        db_read_max_lag_s=r.number("DB_READ_MAX_LAG_S", 30.0, 0, 86400),
         redis_sentinels=r.endpoints("REDIS_SENTINELS", 26379),
         redis_master_name=r.text("REDIS_MASTER_NAME", "hastack", re.compile(r"^[A-Za-z0-9._-]+$")),
         redis_password=r.secret("REDIS_PASSWORD"),

@@ -1,10 +1,18 @@
-"""Items in PostgreSQL: psycopg 3 async pool over libpq multi-host conninfo.
+"""Items in PostgreSQL: psycopg 3 async pools over libpq multi-host conninfo.
 
 ``target_session_attrs=read-write`` makes every new connection find the
 current primary among the Patroni members; the pool checks a connection before
 handing it out, so connections to a dead or demoted primary are dropped
 instead of failing a request. Every call runs under the database breaker and
 an overall timeout.
+
+Degraded reads: a read the primary cannot answer (its breaker is open, or the
+call failed for want of a primary) is served by a standby, through a second,
+smaller pool (``prefer-standby``) under a breaker of its own. The answer says
+so (``ReadSource``): which server, and how far its replay is behind what it
+received. A standby further behind than ``db_read_max_lag_s`` is not read.
+Such reads never fill the cache (main.py): an older row from a standby must
+not outlive the failover in the cache tiers.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import logging
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import psycopg
@@ -23,29 +32,23 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from .breaker import CircuitBreaker, Saturated
+from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .config import Config
+from .schema import VERSION_QUERY, check_version
 
 log = logging.getLogger("hastack_app.db")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name       text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    data       jsonb NOT NULL DEFAULT '{}'::jsonb,
-    version    integer NOT NULL DEFAULT 1,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-)
-"""
-
-# How long psycopg_pool retries one connection slot (backoff 1, 2, 4 s, then
-# capped here) before it gives up and drops the slot; Database then starts a
-# fresh attempt (_reconnect_failed), so the pool keeps trying for as long as
-# PostgreSQL is gone, never more than about 4 s apart. Not 0: in psycopg_pool
-# 3.x that gives up after a second attempt at once, and the pool shrank to
-# what requests grew it back to.
-RECONNECT_TIMEOUT_S = 10.0
+# How long psycopg_pool retries one connection slot (after 1 s, then capped
+# here) before it gives up and drops the slot; Database then starts a fresh
+# attempt at once (_reconnect_failed), so the pool keeps trying for as long as
+# PostgreSQL is gone, about once a second. Not longer: psycopg_pool's backoff
+# doubles (1, 2, 4 s) and only one attempt grows the pool at a time, so with
+# 10 s a primary that was back waited up to 4 s for the pool to look, while
+# readiness (a direct connect) already said ready: the unit test
+# test_readiness_half_opens_the_breaker_when_the_primary_is_back failed so.
+# Not 0: in psycopg_pool 3.x that gives up after a second attempt at once,
+# and the pool shrank to what requests grew it back to.
+RECONNECT_TIMEOUT_S = 2.0
 
 # What says "the database is unavailable" (and trips the breaker), as
 # opposed to an answer the database gave (a constraint, a missing row).
@@ -122,6 +125,51 @@ class Connection(psycopg.AsyncConnection[Any]):
         return make_conninfo(**params), key
 
 
+# On a standby: how far replay is behind what it received, in seconds of
+# commit time (0 once it replayed everything it has; on a primary, 0).
+STANDBY_QUERY = """
+SELECT host(inet_server_addr()) AS server,
+       pg_is_in_recovery() AS standby,
+       CASE WHEN NOT pg_is_in_recovery() THEN 0
+            WHEN pg_last_wal_receive_lsn() IS NOT NULL
+                 AND pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+            ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)
+       END::float8 AS lag_s
+"""
+
+
+@dataclass(frozen=True)
+class ReadSource:
+    """Where a read was answered: ``primary``, or ``standby`` (or ``primary``
+    reached through the read pool, after a promotion) with its replay lag."""
+
+    served_by: str
+    server: str | None = None
+    lag_s: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        out = {"X-Served-By": self.served_by}
+        if self.server is not None:
+            out["X-Served-By-Server"] = self.server
+        if self.lag_s is not None:
+            out["X-Replica-Lag-S"] = f"{self.lag_s:.3f}"
+        return out
+
+
+PRIMARY = ReadSource("primary")
+
+
+class StandbyBehind(RuntimeError):
+    """The standby that answered is further behind than db_read_max_lag_s."""
+
+    def __init__(self, server: str, lag_s: float, limit_s: float) -> None:
+        super().__init__(
+            f"standby {server} replays {lag_s:.1f} s behind what it received, over "
+            f"HASTACK_APP_DB_READ_MAX_LAG_S={limit_s:g}"
+        )
+        self.retry_after_s = 2.0
+
+
 def row_out(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -134,20 +182,28 @@ def row_out(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class Database:
-    def __init__(self, config: Config, breaker: CircuitBreaker) -> None:
+    def __init__(self, config: Config, breaker: CircuitBreaker, standby_breaker: CircuitBreaker | None = None) -> None:
         self.config = config
         self.breaker = breaker
+        self.standby_breaker = standby_breaker
         self.timeout = config.db_timeout_s
-        self._schema_ready = False
-        self._in_use = 0  # connections handed to requests right now
+        self._in_use: dict[str, int] = {"primary": 0, "standby": 0}  # connections handed out now
         self._search: asyncio.Task[None] | None = None
-        self.pool = AsyncConnectionPool(
-            config.db_conninfo(),
+        self.pool = self._pool(config.db_conninfo(), config.db_pool_min, config.db_pool_max, "db")
+        self.standbys = (
+            self._pool(config.db_read_conninfo(), 0, config.db_read_pool_max, "db-read")
+            if config.db_read_pool_max and standby_breaker is not None
+            else None
+        )
+
+    def _pool(self, conninfo: str, min_size: int, max_size: int, name: str) -> AsyncConnectionPool[Any]:
+        return AsyncConnectionPool(
+            conninfo,
             connection_class=Connection,
-            min_size=config.db_pool_min,
-            max_size=config.db_pool_max,
+            min_size=min_size,
+            max_size=max_size,
             open=False,
-            timeout=config.db_timeout_s,
+            timeout=self.config.db_timeout_s,
             check=AsyncConnectionPool.check_connection,
             reconnect_timeout=RECONNECT_TIMEOUT_S,
             reconnect_failed=self._reconnect_failed,
@@ -155,9 +211,9 @@ class Database:
                 "autocommit": True,
                 "row_factory": dict_row,
                 # server side limit a bit past the client's, so the client decides
-                "options": f"-c statement_timeout={int(config.db_timeout_s * 1000) + 500}",
+                "options": f"-c statement_timeout={int(self.config.db_timeout_s * 1000) + 500}",
             },
-            name=f"{config.instance}-db",
+            name=f"{self.config.instance}-{name}",
         )
 
     async def _reconnect_failed(self, pool: AsyncConnectionPool[Any]) -> None:
@@ -186,44 +242,84 @@ class Database:
 
     async def open(self) -> None:
         await self.pool.open(wait=False)
+        if self.standbys is not None:
+            await self.standbys.open(wait=False)
 
     async def close(self) -> None:
+        if self.standbys is not None:
+            await self.standbys.close(timeout=5)
         await self.pool.close(timeout=5)
 
     @asynccontextmanager
-    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        async with self.pool.connection(timeout=self.timeout) as conn:
-            self._in_use += 1
+    async def _connection(self, which: str = "primary") -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        pool = self.pool if which == "primary" else self.standbys
+        assert pool is not None
+        async with pool.connection(timeout=self.timeout) as conn:
+            self._in_use[which] += 1
             try:
-                if not self._schema_ready:
-                    await conn.execute(SCHEMA)
-                    self._schema_ready = True
                 yield conn
             finally:
-                self._in_use -= 1
+                self._in_use[which] -= 1
 
-    async def _run(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    async def _run(
+        self, query: str, params: tuple[Any, ...] = (), which: str = "primary"
+    ) -> tuple[list[dict[str, Any]], ReadSource]:
         acquired = False
+        pool = self.pool if which == "primary" else self.standbys
+        breaker = self.breaker if which == "primary" else self.standby_breaker
+        assert pool is not None and breaker is not None
 
-        async def work() -> list[dict[str, Any]]:
+        async def work() -> tuple[list[dict[str, Any]], ReadSource]:
             nonlocal acquired
-            async with self._connection() as conn:
+            async with self._connection(which) as conn:
                 acquired = True
+                source = PRIMARY
+                if which == "standby":
+                    cur = await conn.execute(STANDBY_QUERY)
+                    info = await cur.fetchone()
+                    assert info is not None
+                    source = ReadSource("standby" if info["standby"] else "primary", info["server"], info["lag_s"])
                 cur = await conn.execute(query, params)
-                return await cur.fetchall() if cur.description else []
+                return (await cur.fetchall() if cur.description else []), source
 
-        async with self.breaker.guard():
+        async with breaker.guard():
             try:
                 return await asyncio.wait_for(work(), self.timeout)
             except (PoolTimeout, TimeoutError) as exc:
                 # no connection within the budget: busy ones (load) or none (outage)?
-                if not acquired and self._in_use >= self.pool.max_size:
+                if not acquired and self._in_use[which] >= pool.max_size:
+                    setting = "HASTACK_APP_DB_POOL_MAX" if which == "primary" else "HASTACK_APP_DB_READ_POOL_MAX"
                     raise Saturated(
                         "database",
-                        f"all {self.pool.max_size} connections of this instance are busy "
-                        f"(HASTACK_APP_DB_POOL_MAX) for {self.timeout} s",
+                        f"all {pool.max_size} {which} connections of this instance are busy "
+                        f"({setting}) for {self.timeout} s",
                     ) from exc
                 raise
+
+    async def _write(self, query: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+        rows, _ = await self._run(query, params)
+        return rows
+
+    async def _read(self, query: str, params: tuple[Any, ...]) -> tuple[list[dict[str, Any]], ReadSource]:
+        """From the primary; when it cannot answer (no primary), from a standby."""
+        try:
+            return await self._run(query, params)
+        except Saturated:
+            raise
+        except (CircuitOpenError, *DB_FAILURES) as exc:
+            if self.standbys is None:
+                raise
+            try:
+                rows, source = await self._run(query, params, "standby")
+            except Exception as standby_exc:
+                log.warning(
+                    "no primary and no standby answered a read",
+                    extra={"primary_error": repr(exc)[:200], "standby_error": repr(standby_exc)[:200]},
+                )
+                raise exc from None
+            if source.lag_s is not None and source.lag_s > self.config.db_read_max_lag_s:
+                raise StandbyBehind(source.server or "?", source.lag_s, self.config.db_read_max_lag_s) from exc
+            return rows, source
 
     # -- readiness -----------------------------------------------------------
     async def ping(self, timeout: float) -> str:
@@ -244,25 +340,44 @@ class Database:
         try:
             cur = await asyncio.wait_for(conn.execute("SELECT inet_server_addr()::text AS addr"), timeout)
             row = await cur.fetchone()
+            try:
+                cur = await asyncio.wait_for(conn.execute(VERSION_QUERY), timeout)
+                version = await cur.fetchone()
+            except psycopg.errors.UndefinedTable:
+                version = None
+            check_version(int(version[0]) if version else None)
             return str(row[0]) if row else "?"
         finally:
             await conn.close()
 
+    async def ping_standby(self, timeout: float) -> ReadSource:
+        """Can the read pool serve now, and from where (a pooled connection)."""
+        if self.standbys is None or self.standby_breaker is None:
+            raise RuntimeError("degraded reads are off (HASTACK_APP_DB_READ_POOL_MAX=0)")
+        async with self.standbys.connection(timeout=timeout) as conn:
+            cur = await asyncio.wait_for(conn.execute(STANDBY_QUERY), timeout)
+            info = await cur.fetchone()
+        assert info is not None
+        source = ReadSource("standby" if info["standby"] else "primary", info["server"], info["lag_s"])
+        if source.lag_s is not None and source.lag_s > self.config.db_read_max_lag_s:
+            raise StandbyBehind(source.server or "?", source.lag_s, self.config.db_read_max_lag_s)
+        return source
+
     # -- items ---------------------------------------------------------------
     async def create(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
-        rows = await self._run("INSERT INTO items (name, data) VALUES (%s, %s) RETURNING *", (name, Jsonb(data)))
+        rows = await self._write("INSERT INTO items (name, data) VALUES (%s, %s) RETURNING *", (name, Jsonb(data)))
         return row_out(rows[0])
 
-    async def get(self, item_id: int) -> dict[str, Any] | None:
-        rows = await self._run("SELECT * FROM items WHERE id = %s", (item_id,))
-        return row_out(rows[0]) if rows else None
+    async def get(self, item_id: int) -> tuple[dict[str, Any] | None, ReadSource]:
+        rows, source = await self._read("SELECT * FROM items WHERE id = %s", (item_id,))
+        return (row_out(rows[0]) if rows else None), source
 
-    async def list(self, limit: int, after_id: int) -> list[dict[str, Any]]:
-        rows = await self._run("SELECT * FROM items WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
-        return [row_out(r) for r in rows]
+    async def list(self, limit: int, after_id: int) -> tuple[list[dict[str, Any]], ReadSource]:
+        rows, source = await self._read("SELECT * FROM items WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+        return [row_out(r) for r in rows], source
 
     async def update(self, item_id: int, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
-        rows = await self._run(
+        rows = await self._write(
             "UPDATE items SET name = %s, data = %s, version = version + 1, updated_at = now() "
             "WHERE id = %s RETURNING *",
             (name, Jsonb(data), item_id),
@@ -270,5 +385,5 @@ class Database:
         return row_out(rows[0]) if rows else None
 
     async def delete(self, item_id: int) -> bool:
-        rows = await self._run("DELETE FROM items WHERE id = %s RETURNING id", (item_id,))
+        rows = await self._write("DELETE FROM items WHERE id = %s RETURNING id", (item_id,))
         return bool(rows)

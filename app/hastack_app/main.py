@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,9 +20,11 @@ from . import __version__
 from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .cache import CACHE_FAILURES, TOMBSTONE, Cache
 from .config import Config
-from .db import DB_FAILURES, Database
+from .db import DB_FAILURES, Database, StandbyBehind
+from .db import PRIMARY as PRIMARY_SOURCE
 from .metrics import Metrics
-from .readiness import Check, Readiness, storage_probe
+from .readiness import Check, Degraded, Readiness, storage_probe
+from .schema import SchemaError
 
 log = logging.getLogger("hastack_app")
 
@@ -35,7 +38,11 @@ def item_key(item_id: int) -> str:
     return f"item:{item_id}"
 
 
-def retry_later(status: int, error: str, exc: CircuitOpenError | Saturated) -> JSONResponse:
+# Retry-After on a 503 for a database call that failed (before the breaker opens)
+DB_RETRY_AFTER_S = 2
+
+
+def retry_later(status: int, error: str, exc: CircuitOpenError | Saturated | StandbyBehind) -> JSONResponse:
     return JSONResponse(
         {"error": error, "detail": str(exc)},
         status_code=status,
@@ -95,14 +102,17 @@ class Services:
         self.db_breaker = CircuitBreaker(
             "database", config.db_breaker, failure_types=DB_FAILURES, on_change=self._breaker_changed
         )
+        self.standby_breaker = CircuitBreaker(
+            "database_standby", config.db_breaker, failure_types=DB_FAILURES, on_change=self._breaker_changed
+        )
         self.cache_breaker = CircuitBreaker(
             "cache", config.cache_breaker, failure_types=CACHE_FAILURES, on_change=self._breaker_changed
         )
-        self.db = Database(config, self.db_breaker)
+        self.db = Database(config, self.db_breaker, self.standby_breaker)
         self.cache = Cache(config, self.cache_breaker, self.metrics)
         self.readiness = Readiness(
             [
-                Check("database", True, self.db.ping, self.db_breaker),
+                Check("database", True, self.database_check, self.db_breaker),
                 Check("storage", True, storage_probe(config.storage_path)),
                 Check("cache", False, self.cache.ping, self.cache_breaker),
             ],
@@ -111,6 +121,46 @@ class Services:
             metrics=self.metrics,
         )
         self.started = time.monotonic()
+
+    async def database_check(self, timeout: float) -> str:
+        """The primary, and while there is none, a standby to read from.
+
+        Both are tried at once within the budget. A primary that answered
+        half-opens the database breaker (the next request is its probe): an
+        instance is not put back in the load balancer only to refuse writes
+        for ``recovery_s``. No primary but a standby: ``Degraded`` (ready,
+        reads only). Neither, or the schema not migrated: the primary's error.
+        """
+        budget = timeout * 0.8  # inside the check's own timeout, with time to answer
+        primary = asyncio.ensure_future(asyncio.wait_for(self.db.ping(budget), budget))
+        standby = (
+            asyncio.ensure_future(asyncio.wait_for(self.db.ping_standby(budget), budget))
+            if self.db.standbys is not None
+            else None
+        )
+        try:
+            server = await primary
+        except SchemaError:
+            if standby is not None:
+                standby.cancel()
+            raise
+        except Exception as exc:
+            if standby is None:
+                raise
+            try:
+                source = await standby
+            except Exception:
+                raise exc from None
+            raise Degraded(
+                f"no primary ({type(exc).__name__}): reads from {source.served_by} {source.server} "
+                f"(replay lag {source.lag_s:.1f} s), writes get 503",
+                {"served_by": source.served_by, "server": source.server, "lag_s": source.lag_s},
+            ) from None
+        if standby is not None:
+            with contextlib.suppress(Exception):
+                await standby
+        self.db_breaker.probe_succeeded()
+        return server
 
     def _breaker_changed(self, name: str, state: Any) -> None:
         self.metrics.breaker_changed(name, state)
@@ -166,18 +216,30 @@ def create_app(config: Config) -> FastAPI:
         # back-pressure: the client (or HAProxy's retry) comes back; not an outage
         return retry_later(429, "too many requests", exc)
 
+    @app.exception_handler(StandbyBehind)
+    async def standby_behind(request: Request, exc: StandbyBehind) -> JSONResponse:
+        return retry_later(503, "database unavailable", exc)
+
     @app.exception_handler(psycopg.Error)
     async def database_error(request: Request, exc: psycopg.Error) -> JSONResponse:
         if isinstance(exc, DB_FAILURES):
             log.warning("database unavailable", extra={"path": request.url.path, "error": repr(exc)[:300]})
-            return JSONResponse({"error": "database unavailable", "detail": type(exc).__name__}, status_code=503)
+            return JSONResponse(
+                {"error": "database unavailable", "detail": type(exc).__name__},
+                status_code=503,
+                headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+            )
         log.error("database error", extra={"path": request.url.path, "error": repr(exc)[:300]})
         return JSONResponse({"error": "database error", "detail": type(exc).__name__}, status_code=500)
 
     @app.exception_handler(TimeoutError)
     async def timeout_error(request: Request, exc: TimeoutError) -> JSONResponse:
         log.warning("database timeout", extra={"path": request.url.path})
-        return JSONResponse({"error": "database unavailable", "detail": "timeout"}, status_code=503)
+        return JSONResponse(
+            {"error": "database unavailable", "detail": "timeout"},
+            status_code=503,
+            headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+        )
 
     # -- probes ----------------------------------------------------------------
     @app.get("/health")
@@ -217,8 +279,11 @@ def create_app(config: Config) -> FastAPI:
         return row
 
     @app.get("/items")
-    async def list_items(limit: int = Query(50, ge=1, le=500), after: int = Query(0, ge=0)) -> dict[str, Any]:
-        rows = await services.db.list(limit, after)
+    async def list_items(
+        response: Response, limit: int = Query(50, ge=1, le=500), after: int = Query(0, ge=0)
+    ) -> dict[str, Any]:
+        rows, source = await services.db.list(limit, after)
+        response.headers.update(source.headers())
         return {"items": rows, "next_after": rows[-1]["id"] if len(rows) == limit else None}
 
     @app.get("/items/{item_id}")
@@ -227,14 +292,18 @@ def create_app(config: Config) -> FastAPI:
         cached = await services.cache.get(key)
         if cached is not None:
             if cached == TOMBSTONE:
-                raise HTTPException(404, f"item {item_id} not found")
-            response.headers["X-Cache"] = "hit"
+                raise HTTPException(404, f"item {item_id} not found", headers={"X-Served-By": "cache"})
+            response.headers.update({"X-Cache": "hit", "X-Served-By": "cache"})
             return cached
-        row = await services.db.get(item_id)
+        row, source = await services.db.get(item_id)
         response.headers["X-Cache"] = "miss"
+        response.headers.update(source.headers())
         if row is None:
-            raise HTTPException(404, f"item {item_id} not found")
-        await services.cache.fill(key, row)
+            raise HTTPException(404, f"item {item_id} not found", headers=source.headers())
+        if source is PRIMARY_SOURCE:
+            # only the primary fills the cache: a standby's row may be older
+            # than one the app acknowledged, and must not outlive the failover
+            await services.cache.fill(key, row)
         return row
 
     @app.put("/items/{item_id}")

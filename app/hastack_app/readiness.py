@@ -1,5 +1,10 @@
 """/ready: database and storage are critical (503), the cache only degrades (200).
 
+A critical check may itself answer "degraded" (``Degraded``): the database
+without a primary but with a standby to read from. The instance stays in the
+load balancer (200, status ``degraded``, the reason in ``reasons``): it serves
+reads, and writes get 503 with Retry-After from the app itself.
+
 Every check has its own timeout, shorter than the load balancer's or the
 kubelet's probe timeout; the checks run concurrently, at most one round at a
 time, and a result is reused for ``ready_cache_s`` so a burst of probes costs
@@ -19,6 +24,14 @@ from typing import Any
 
 from .breaker import CircuitBreaker
 from .metrics import Metrics
+
+
+class Degraded(Exception):
+    """The check passed in part: the instance can serve, but not everything."""
+
+    def __init__(self, reason: str, detail: Any = None) -> None:
+        super().__init__(reason)
+        self.detail = detail
 
 
 @dataclass
@@ -66,6 +79,8 @@ class Readiness:
         try:
             detail = await asyncio.wait_for(check.run(self.timeout_s), self.timeout_s)
             state, error = "ok", None
+        except Degraded as exc:
+            detail, state, error = exc.detail, "degraded", str(exc)[:300]
         except TimeoutError:
             detail, state, error = None, "failed", f"no answer within {self.timeout_s} s"
         except Exception as exc:
@@ -90,7 +105,8 @@ class Readiness:
         failed = [n for n, r in checks.items() if r["state"] == "failed"]
         degraded = [n for n, r in checks.items() if r["state"] == "degraded"]
         status = "not_ready" if failed else ("degraded" if degraded else "ready")
-        body = {"status": status, "checks": checks}
+        reasons = [f"{n}: {checks[n]['error']}" for n in failed + degraded]
+        body = {"status": status, "reasons": reasons, "checks": checks}
         code = 503 if failed else 200
         self._result = (time.monotonic(), code, body)
         return code, body

@@ -356,9 +356,10 @@ def reachability() -> set[tuple[str, str, str]]:
 
 def test_each_component_is_reachable_only_by_who_needs_it() -> None:
     assert reachability() == {
-        # PostgreSQL: the app and the roles Job; Patroni's REST API and postgres_exporter:
-        # Prometheus (the members reach each other: same workload)
+        # PostgreSQL: the app, its migration Job and the roles Job; Patroni's REST API and
+        # postgres_exporter: Prometheus (the members reach each other: same workload)
         ("hastack-app", "hastack", "postgresql"),
+        ("hastack-app-migrate", "hastack", "postgresql"),
         ("hastack-roles", "hastack", "postgresql"),
         ("hastack-prometheus", "hastack", "patroni"),
         ("hastack-prometheus", "hastack", "prom-postgres"),

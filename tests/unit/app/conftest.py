@@ -63,12 +63,33 @@ def dead_endpoint() -> str:
 
 @pytest.fixture(scope="session")
 def app_pg() -> Iterator[Any]:
-    """PostgreSQL with the app's role and database (the app creates its table)."""
+    """PostgreSQL with the app's role and database, migrated as the role does
+    (``python -m hastack_app migrate``, with the app's own settings)."""
     with _pg.throwaway_pg("hastack-unit-app-pg-", PG_HOST) as server:
         server.app_password = secrets.token_urlsafe(18)
         server.sql(f"CREATE ROLE {APP_DB_USER} LOGIN PASSWORD '{server.app_password}'")
         server.sql(f"CREATE DATABASE {APP_DB_NAME} OWNER {APP_DB_USER}")
+        migrate = run_migrate(server)
+        assert migrate.returncode == 0, migrate.stderr
         yield server
+
+
+def run_migrate(server: Any, **overrides: str) -> subprocess.CompletedProcess[str]:
+    """``python -m hastack_app migrate`` against ``server`` as the app's user."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HASTACK_APP_DB_HOSTS": f"{server.host}:{server.port}",
+        "HASTACK_APP_DB_PASSWORD": server.app_password,
+        "HASTACK_APP_REDIS_SENTINELS": "127.78.1.9:26379",
+        "HASTACK_APP_REDIS_PASSWORD": "x" * 16,
+        "HASTACK_APP_REDIS_SENTINEL_PASSWORD": "x" * 16,
+        "HASTACK_APP_STORAGE_PATH": "/tmp",
+        **{f"HASTACK_APP_{k}": v for k, v in overrides.items()},
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "hastack_app", "migrate"],
+        env=env, cwd=ROOT / "app", capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
 
 
 @pytest.fixture

@@ -57,16 +57,16 @@ def test_opens_after_5_consecutive_failures_only() -> None:
         assert seen == [State.CLOSED, State.OPEN]
         with pytest.raises(CircuitOpenError) as refused:
             await call(breaker)
-        assert refused.value.retry_after_s == pytest.approx(60.0)
+        assert refused.value.retry_after_s == pytest.approx(10.0)
 
     asyncio.run(scenario())
 
 
-def test_half_open_after_60_s_then_2_successes_close() -> None:
+def test_half_open_after_recovery_s_then_2_successes_close() -> None:
     async def scenario() -> None:
         breaker, clock, seen = make()
         await fail(breaker, 5)
-        clock.now += 59.9
+        clock.now += 9.9
         assert breaker.state is State.OPEN
         clock.now += 0.1
         assert breaker.state is State.HALF_OPEN
@@ -83,14 +83,33 @@ def test_a_failed_probe_reopens_for_another_recovery_period() -> None:
     async def scenario() -> None:
         breaker, clock, _ = make()
         await fail(breaker, 5)
-        clock.now += 60
+        clock.now += 10
         await call(breaker)
         await fail(breaker, 1)  # one failure in half-open is enough
         assert breaker.state is State.OPEN
-        clock.now += 59
+        clock.now += 9
         assert breaker.state is State.OPEN
         clock.now += 1
         assert breaker.state is State.HALF_OPEN
+
+    asyncio.run(scenario())
+
+
+def test_a_successful_outside_probe_half_opens_an_open_breaker_at_once() -> None:
+    """Readiness reached the dependency: the next call is the probe, now, not
+    after recovery_s (readiness said ready while the breaker refused calls)."""
+
+    async def scenario() -> None:
+        breaker, clock, seen = make()
+        breaker.probe_succeeded()  # closed: nothing to do
+        assert breaker.state is State.CLOSED
+        await fail(breaker, 5)
+        clock.now += 1
+        breaker.probe_succeeded()
+        assert breaker.state is State.HALF_OPEN
+        assert await call(breaker) == "ok"
+        assert await call(breaker) == "ok"
+        assert seen == [State.CLOSED, State.OPEN, State.HALF_OPEN, State.CLOSED]
 
     asyncio.run(scenario())
 
@@ -99,7 +118,7 @@ def test_half_open_lets_one_probe_through_at_a_time() -> None:
     async def scenario() -> None:
         breaker, clock, _ = make()
         await fail(breaker, 5)
-        clock.now += 60
+        clock.now += 10
         hold = asyncio.Event()
         probe = asyncio.create_task(call(breaker, hold=hold))
         await asyncio.sleep(0)  # the probe is inside the guard now
@@ -117,14 +136,14 @@ def test_a_cancelled_probe_reopens_and_frees_the_slot() -> None:
     async def scenario() -> None:
         breaker, clock, _ = make()
         await fail(breaker, 5)
-        clock.now += 60
+        clock.now += 10
         probe = asyncio.create_task(call(breaker, hold=asyncio.Event()))
         await asyncio.sleep(0)
         probe.cancel()
         with pytest.raises(asyncio.CancelledError):
             await probe
         assert breaker.state is State.OPEN
-        clock.now += 60
+        clock.now += 10
         assert await call(breaker) == "ok"
 
     asyncio.run(scenario())
@@ -149,7 +168,7 @@ def test_calls_admitted_before_a_state_change_report_nothing() -> None:
         slow = asyncio.create_task(call(breaker, hold=hold))  # admitted while closed
         await asyncio.sleep(0)
         await fail(breaker, 5)
-        clock.now += 60
+        clock.now += 10
         assert breaker.state is State.HALF_OPEN
         hold.set()
         await slow  # its success is from before: the breaker still waits for a probe

@@ -23,13 +23,25 @@ def test_defaults_and_multi_host_conninfo() -> None:
     config = load_config(GOOD)
     assert config.db_hosts == (Endpoint("127.0.0.11", 5432), Endpoint("127.0.0.12", 5433))
     assert config.redis_sentinels[1] == Endpoint("127.0.0.12", 26379)
-    assert (config.cache_ttl_s, config.db_breaker.failure_threshold, config.db_breaker.recovery_s) == (3600, 5, 60)
+    assert (config.cache_ttl_s, config.db_breaker.failure_threshold, config.db_breaker.recovery_s) == (3600, 5, 10)
     assert config.cache_breaker.success_threshold == 2
     conninfo = config.db_conninfo()
     assert "host=127.0.0.11,127.0.0.12" in conninfo and "port=5432,5433" in conninfo
     assert "target_session_attrs=read-write" in conninfo
     # dead peers (dropped packets) are noticed within seconds: the query timeout, keepalives
     assert "tcp_user_timeout=3000" in conninfo and "keepalives_idle=10" in conninfo, conninfo
+
+
+def test_degraded_reads_go_to_the_members_by_default_or_to_their_own_hosts() -> None:
+    config = load_config(GOOD)
+    assert config.db_read_hosts == config.db_hosts and config.db_read_pool_max == 4
+    read = config.db_read_conninfo()
+    assert "target_session_attrs=prefer-standby" in read and "load_balance_hosts=random" in read, read
+    assert "host=127.0.0.11,127.0.0.12" in read and "tcp_user_timeout=3000" in read
+    own = load_config({**GOOD, "HASTACK_APP_DB_READ_HOSTS": "pg-replica.svc", "HASTACK_APP_DB_READ_POOL_MAX": "0"})
+    assert own.db_read_hosts == (Endpoint("pg-replica.svc", 5432),) and own.db_read_pool_max == 0
+    with pytest.raises(ConfigError, match=r"HASTACK_APP_DB_READ_MAX_LAG_S=-1.0; rule: a number in \[0, 86400\]"):
+        load_config({**GOOD, "HASTACK_APP_DB_READ_MAX_LAG_S": "-1"})
 
 
 def test_secret_from_a_file(tmp_path: Path) -> None:
