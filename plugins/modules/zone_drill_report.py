@@ -61,8 +61,9 @@ options:
     default: {}
   app:
     description:
-      - C(load) (path of the JSON C(tools/app_load.py record) wrote) and C(settle_s) (seconds
-        after the stack is healthy that the app may still fail - breaker recovery, load balancer rise).
+      - C(load) (path of the JSON C(tools/app_load.py record) wrote), C(settle_s) (seconds
+        after the stack is healthy that the app may still fail - breaker recovery, load balancer rise)
+        and C(write_grace_s) (seconds after PostgreSQL's write gap that a write may still fail).
     type: dict
   alerts:
     description:
@@ -82,7 +83,8 @@ options:
   thresholds:
     description:
       - The stack's limits; C(null) is measured, not checked. C(max_healthy_s),
-        C(max_rejoin_s), C(max_app_failures_outside_window). Any other key fails the task.
+        C(max_rejoin_s), C(max_app_failures_outside_window), C(max_app_failed_read_ratio) (failed
+        reads / reads), C(max_app_failed_writes_outside_write_gap). Any other key fails the task.
     type: dict
     default: {}
   events:
@@ -230,7 +232,11 @@ def main() -> None:
     app = None
     if p["app"]:
         load = _read_json(module, p["app"].get("load", ""), "the app load recording")
-        app = {"load": load, "settle_s": p["app"].get("settle_s", 0)}
+        app = {
+            "load": load,
+            "settle_s": p["app"].get("settle_s", 0),
+            "write_grace_s": p["app"].get("write_grace_s", 0),
+        }
     alerts = None
     if p["alerts"]:
         a = p["alerts"]

@@ -12,7 +12,9 @@ when each rejoined after the heal) and what the lab's alert receiver got.
 * The app: every request the load generator sent. A failure (5xx or no
   answer) is allowed only inside the failover window, from the disruption
   until the stack is healthy again plus a settle time (breaker recovery,
-  HAProxy rise); none before, none after.
+  HAProxy rise); none before, none after. Failed reads are counted against
+  every read (standbys serve reads while there is no primary), and failed
+  writes against PostgreSQL's write gap, widened by a grace after its end.
 * The stack: seconds from the disruption until every surviving service is
   healthy (the slowest service decides), the verify run on the survivors,
   the rejoin of the zone's members after the heal.
@@ -47,6 +49,8 @@ STACK_THRESHOLDS: dict[str, str] = {
     "max_healthy_s": "healthy_s",
     "max_rejoin_s": "rejoin_s",
     "max_app_failures_outside_window": "app_failures_outside_window",
+    "max_app_failed_read_ratio": "app_failed_read_ratio",
+    "max_app_failed_writes_outside_write_gap": "app_failed_writes_outside_write_gap",
 }
 SERVICES = ("postgres", "redis")
 
@@ -77,14 +81,27 @@ def _limits(thresholds: Mapping[str, Any], allowed: Sequence[str], where: str) -
 
 
 # -- the app under load ------------------------------------------------------------
-def app_metrics(load: Mapping[str, Any], t0: float, window: tuple[float | None, float | None]) -> dict[str, Any]:
-    """Requests and failures of the load generator, placed against the failover window (walls)."""
+def app_metrics(
+    load: Mapping[str, Any],
+    t0: float,
+    window: tuple[float | None, float | None],
+    write_gap: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """Requests and failures of the load generator, placed against the failover
+    window and PostgreSQL's write gap (walls; the gap already widened by its grace)."""
     samples = load.get("samples") or []
     rows = [{"t": s[0], "kind": s[1], "latency": s[2], "status": s[3], "error": s[4]} for s in samples]
     fails = [r for r in rows if r["status"] == 0 or r["status"] >= 500]
     start, end = window
     before = [r for r in fails if start is not None and r["t"] + r["latency"] < start]
     after = [r for r in fails if end is None or r["t"] > end]
+    reads = sum(1 for r in rows if r["kind"] == "read")
+    failed_writes = [r for r in fails if r["kind"] == "write"]
+    # a write failed inside the gap when it was answered after its start and sent before its end
+    # no gap (PostgreSQL kept its primary): no write may fail
+    outside_gap = [
+        r for r in failed_writes if write_gap is None or r["t"] + r["latency"] < write_gap[0] or r["t"] > write_gap[1]
+    ]
     by_status: dict[str, int] = {}
     for r in fails:
         key = str(r["status"]) if r["status"] else f"error:{r['error']}"
@@ -96,8 +113,12 @@ def app_metrics(load: Mapping[str, Any], t0: float, window: tuple[float | None, 
         "failures_5xx": sum(1 for r in fails if r["status"] >= 500),
         "failures_transport": sum(1 for r in fails if r["status"] == 0),
         "failures_by_status": dict(sorted(by_status.items())),
+        "reads": reads,
         "failed_reads": sum(1 for r in fails if r["kind"] == "read"),
-        "failed_writes": sum(1 for r in fails if r["kind"] == "write"),
+        "failed_read_ratio": _r(sum(1 for r in fails if r["kind"] == "read") / reads, 6) if reads else None,
+        "failed_writes": len(failed_writes),
+        "write_gap_t": None if write_gap is None else [_r(write_gap[0] - t0), _r(write_gap[1] - t0)],
+        "failed_writes_outside_write_gap": len(outside_gap),
         "first_failure_t": _r(min(r["t"] for r in fails) - t0) if fails else None,
         "last_failure_t": _r(max(r["t"] + r["latency"] for r in fails) - t0) if fails else None,
         "failure_span_s": _r(max(r["t"] + r["latency"] for r in fails) - min(r["t"] for r in fails)) if fails else 0.0,
@@ -108,6 +129,21 @@ def app_metrics(load: Mapping[str, Any], t0: float, window: tuple[float | None, 
         "failures_outside_window": len(before) + len(after),
         "summary": load.get("summary"),
     }
+
+
+def _pct(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.2f} %"
+
+
+def _write_gap(per_service: Mapping[str, Any], app: Mapping[str, Any], t0: float) -> tuple[float, float] | None:
+    """PostgreSQL's write gap in wall time (its recorder's last acknowledgement
+    before the disruption .. its first after), widened by ``write_grace_s``."""
+    pg = per_service.get("postgres")
+    gap = (pg or {}).get("metrics", {}).get("write_gap") or {}
+    if gap.get("from_t") is None or gap.get("to_t") is None:
+        return None
+    offset = t0 + float(pg.get("offset_s") or 0)
+    return offset + float(gap["from_t"]), offset + float(gap["to_t"]) + float(app.get("write_grace_s") or 0)
 
 
 # -- alerts ------------------------------------------------------------------------
@@ -241,7 +277,7 @@ def build_zone_report(
     if app is not None:
         settle = float(app.get("settle_s") or 0)
         window_end = None if stack_healthy is None else start + stack_healthy + settle
-        app_m = app_metrics(app["load"], t0_wall, (start, window_end))
+        app_m = app_metrics(app["load"], t0_wall, (start, window_end), _write_gap(per_service, app, t0_wall))
         app_m["settle_s"] = settle
         per_service["app"] = {"verdict": "pass", "metrics": app_m}
 
@@ -251,6 +287,8 @@ def build_zone_report(
         "rejoin_s": stack_rejoin,
         "rejoin_by_service_s": rejoin,
         "app_failures_outside_window": None if app_m is None else app_m["failures_outside_window"],
+        "app_failed_read_ratio": None if app_m is None else app_m["failed_read_ratio"],
+        "app_failed_writes_outside_write_gap": None if app_m is None else app_m["failed_writes_outside_write_gap"],
         "disrupt_start_t": _r(start - t0_wall),
         "disrupt_end_t": None if end is None else _r(end - t0_wall),
         "verify": ctx.get("verify"),
@@ -272,7 +310,7 @@ def build_zone_report(
                     "message": f"stack {metric} = {shown} > {limit}",
                 }
             )
-    if app_m is not None and app_m["failures_outside_window"]:
+    if app_m is not None and any(v["metric"].startswith("app_") for v in violations):
         per_service["app"]["verdict"] = "fail"
     if ctx.get("verify") not in (None, "pass"):
         violations.append(
@@ -409,6 +447,15 @@ def render_zone_markdown(report: Mapping[str, Any]) -> str:
             f"{app['settle_s']:.0f} s settle); failures before it {app['failures_before_window']}, "
             f"after it {app['failures_after_window']}; first failure +{_s(app['first_failure_t'])}, "
             f"last +{_s(app['last_failure_t'])}.",
+            "",
+            f"Reads: {app['failed_reads']} of {app['reads']} failed "
+            f"({_pct(app['failed_read_ratio'])}). Writes: {app['failed_writes']} failed, "
+            f"{app['failed_writes_outside_write_gap']} of them outside PostgreSQL's write gap"
+            + (
+                f" (+{_s(app['write_gap_t'][0])} → +{_s(app['write_gap_t'][1])} with the grace)."
+                if app.get("write_gap_t")
+                else " (no write gap: none may fail)."
+            ),
         ]
     al = report.get("alerts")
     if al is not None:

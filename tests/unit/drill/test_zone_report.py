@@ -186,3 +186,43 @@ def test_in_a_partition_the_zone_alerts_are_news_but_must_resolve():
     assert doc["alerts"]["still_firing"] == []
     assert [e["alert"] for e in doc["alerts"]["notified"]] == ["DatabaseDown", "RedisTwoMasters", "ErrorBudgetBurnFast"]
     assert doc["verdict"] == "fail"
+
+
+def test_degraded_reads_failed_reads_ratio_and_writes_outside_the_write_gap():
+    """Issue 17's targets: reads fail at most 0.1 % of the time, writes only
+    inside PostgreSQL's write gap (+ the grace)."""
+    limits = {"max_app_failed_read_ratio": 0.001, "max_app_failed_writes_outside_write_gap": 0}
+
+    def doc_for(load: dict, grace: float) -> dict:
+        pg, redis = failover_timeline(), failover_timeline()
+        return zone_report.build_zone_report(
+            zone="a", mode="kill", t0_wall=T0,
+            services={"postgres": {"raw": pg.raw(), "thresholds": SERVICE_LIMITS},
+                      "redis": {"raw": redis.raw(), "thresholds": SERVICE_LIMITS}},
+            app={"load": load, "settle_s": SETTLE, "write_grace_s": grace},
+            alerts=None, context={"disrupt_start": KILL, "healthy_at": {"app": T0 + 12.0}}, thresholds=limits,
+        )  # fmt: skip
+
+    gap = doc_for(app_load(), 0)["services"]["app"]["metrics"]["write_gap_t"]
+    assert gap[1] - gap[0] == pytest.approx(3.02, abs=0.01)  # the recorder's gap, on the drill's time base
+
+    # only writes fail, only inside the gap: the targets are met
+    load = app_load(until=40.0)
+    for s in load["samples"]:
+        inside = gap[0] <= s[0] - T0 <= gap[1]
+        s[3] = 503 if (s[1] == "write" and inside) else 200
+    doc = doc_for(load, 2.0)
+    app = doc["services"]["app"]["metrics"]
+    assert (app["failed_reads"], app["failed_read_ratio"]) == (0, 0.0) and app["failed_writes"] > 0
+    assert app["failed_writes_outside_write_gap"] == 0 and doc["verdict"] == "pass", doc["violations"]
+
+    # every request failing from the kill until 12 s (today's 503s): both targets missed
+    doc = doc_for(app_load(), 2.0)
+    app = doc["services"]["app"]["metrics"]
+    assert app["failed_reads"] == 341 and app["failed_read_ratio"] == pytest.approx(341 / app["reads"], abs=1e-6)
+    assert app["failed_writes_outside_write_gap"] > 0
+    assert sorted(v["threshold"] for v in doc["violations"]) == [
+        "max_app_failed_read_ratio", "max_app_failed_writes_outside_write_gap"]  # fmt: skip
+    assert doc["services"]["app"]["verdict"] == "fail"
+    md = zone_report.render_zone_markdown(doc)
+    assert f"Reads: 341 of {app['reads']} failed" in md and "of them outside PostgreSQL's write gap" in md
