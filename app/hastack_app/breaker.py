@@ -60,12 +60,14 @@ class CircuitBreaker:
         failure_types: tuple[type[BaseException], ...] = (Exception,),
         clock: Callable[[], float] = time.monotonic,
         on_change: Callable[[str, State], None] | None = None,
+        on_reject: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
         self.failure_types = failure_types
         self._clock = clock
         self._on_change = on_change
+        self._on_reject = on_reject  # called with the name for every call refused
         self._state = State.CLOSED
         self._failures = 0
         self._successes = 0
@@ -142,6 +144,8 @@ class CircuitBreaker:
         if state is State.HALF_OPEN and not self._probing:
             self._probing = True
             return True
+        if self._on_reject:
+            self._on_reject(self.name)
         raise CircuitOpenError(self.name, self.retry_after() if state is State.OPEN else 0.0)
 
     @asynccontextmanager

@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .config import Config
+from .reqctx import sql_comment
 from .schema import VERSION_QUERY, check_version
 
 log = logging.getLogger("hastack_app.db")
@@ -279,7 +280,9 @@ class Database:
                     info = await cur.fetchone()
                     assert info is not None
                     source = ReadSource("standby" if info["standby"] else "primary", info["server"], info["lag_s"])
-                cur = await conn.execute(query, params)
+                # the request id as a comment: a slow statement in the log or
+                # pg_stat_activity leads to its access log line
+                cur = await conn.execute(sql_comment() + query, params)
                 return (await cur.fetchall() if cur.description else []), source
 
         async with breaker.guard():

@@ -1,4 +1,7 @@
-"""Structured JSON logs: one object per line on stderr."""
+"""Structured JSON logs: one object per line on stderr.
+
+A line logged while a request is served carries its ``request_id`` (reqctx).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from . import reqctx
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -27,6 +32,9 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 out[key] = value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
+        request_id = reqctx.request_id()
+        if request_id and "request_id" not in out:
+            out["request_id"] = request_id
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, separators=(",", ":"))

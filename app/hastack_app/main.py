@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import __version__
+from . import __version__, reqctx
 from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .cache import CACHE_FAILURES, TOMBSTONE, Cache
 from .config import Config
@@ -27,6 +27,11 @@ from .readiness import Check, Degraded, Readiness, storage_probe
 from .schema import SchemaError
 
 log = logging.getLogger("hastack_app")
+access_log = logging.getLogger("hastack_app.access")
+
+# Probes of the load balancer, the kubelet and Prometheus: their access log
+# lines go out at DEBUG (HAProxy alone checks /ready every second per instance).
+QUIET_ROUTES = frozenset({"/health", "/ready", "/metrics"})
 
 
 class ItemIn(BaseModel):
@@ -100,16 +105,33 @@ class Services:
         self.config = config
         self.metrics = Metrics()
         self.db_breaker = CircuitBreaker(
-            "database", config.db_breaker, failure_types=DB_FAILURES, on_change=self._breaker_changed
+            "database",
+            config.db_breaker,
+            failure_types=DB_FAILURES,
+            on_change=self._breaker_changed,
+            on_reject=self.metrics.breaker_rejected,
         )
         self.standby_breaker = CircuitBreaker(
-            "database_standby", config.db_breaker, failure_types=DB_FAILURES, on_change=self._breaker_changed
+            "database_standby",
+            config.db_breaker,
+            failure_types=DB_FAILURES,
+            on_change=self._breaker_changed,
+            on_reject=self.metrics.breaker_rejected,
         )
         self.cache_breaker = CircuitBreaker(
-            "cache", config.cache_breaker, failure_types=CACHE_FAILURES, on_change=self._breaker_changed
+            "cache",
+            config.cache_breaker,
+            failure_types=CACHE_FAILURES,
+            on_change=self._breaker_changed,
+            on_reject=self.metrics.breaker_rejected,
         )
         self.db = Database(config, self.db_breaker, self.standby_breaker)
+        self.metrics.watch_pool("primary", self.db.pool)
+        if self.db.standbys is not None:
+            self.metrics.watch_pool("standby", self.db.standbys)
         self.cache = Cache(config, self.cache_breaker, self.metrics)
+        self.metrics.watch_redis_pool("master", self.cache.master.connection_pool)
+        self.metrics.watch_redis_pool("replica", self.cache.replica.connection_pool)
         self.readiness = Readiness(
             [
                 Check("database", True, self.database_check, self.db_breaker),
@@ -196,16 +218,37 @@ def create_app(config: Config) -> FastAPI:
 
     @app.middleware("http")
     async def observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Metrics and one access log line per request, under its request id
+        (the client's X-Request-Id when usable, else a new one; sent back in
+        the response's X-Request-Id)."""
         t0 = time.monotonic()
         status = 500
+        request_id = reqctx.accept(request.headers.get(reqctx.HEADER))
+        token = reqctx.set_request_id(request_id)
         try:
             response = await call_next(request)
             status = response.status_code
+            response.headers[reqctx.HEADER] = request_id
             return response
         finally:
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            metrics.observe_request(request.method, path, status, time.monotonic() - t0)
+            seconds = time.monotonic() - t0
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.observe_request(request.method, route, status, seconds)
+            access_log.log(
+                logging.DEBUG if route in QUIET_ROUTES else logging.INFO,
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "path": request.url.path,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 3),
+                    "request_id": request_id,
+                    "client": request.client.host if request.client else None,
+                    "forwarded_for": request.headers.get("x-forwarded-for"),
+                },
+            )
+            reqctx.reset(token)
 
     @app.exception_handler(CircuitOpenError)
     async def breaker_open(request: Request, exc: CircuitOpenError) -> JSONResponse:

@@ -25,6 +25,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 import yaml
 from monitoring_templates import render_alertmanager, render_prometheus, render_rules, role_defaults
@@ -90,6 +91,43 @@ def test_promtool_test_rules(rules_dir: Path, test_file: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_slo_from_the_apps_own_counters(tmp_path: Path) -> None:
+    """prometheus_alertmanager_slo_source app (Kubernetes): the same alerts from the app's counters."""
+    (tmp_path / "hastack.rules.yml").write_text(render_rules(prometheus_alertmanager_slo_source="app"))
+    test_file = Path(__file__).parent / "promtool" / "slo_source_app" / "app_slo_test.yml"
+    shutil.copy(test_file, tmp_path / test_file.name)
+    result = run("promtool", "check", "rules", "hastack.rules.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run("promtool", "test", "rules", test_file.name, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "haproxy" not in (tmp_path / "hastack.rules.yml").read_text()
+
+
+@pytest.mark.parametrize(("platform", "source"), [("hosts", "lb"), ("kubernetes", "app")])
+def test_slo_source_follows_the_platform(platform: str, source: str) -> None:
+    """Kubernetes has no load balancer metrics (a ClusterIP Service): the app's counters there."""
+    default = yaml.safe_load((REPO / "roles" / "prometheus_alertmanager" / "defaults" / "main.yml").read_text())[
+        "prometheus_alertmanager_slo_source"
+    ]
+    rendered = jinja2.Environment().from_string(default).render(prometheus_alertmanager_platform=platform)
+    assert rendered == source
+
+
+def test_haproxy_is_scraped_from_the_lb_group(rules_dir: Path) -> None:
+    """Job haproxy: HAProxy's exporter on the stats port of every host of the lb group."""
+    hostvars = {"mon": {"ha_address": "127.0.0.20"}, "lb-1": {"ha_address": "127.0.0.30"}}
+    groups = {"all": ["mon", "lb-1"], "monitoring": ["mon"], "lb": ["lb-1"]}
+    path = rules_dir / "prometheus-lb.yml"
+    path.write_text(
+        render_prometheus(groups, hostvars, _prometheus_alertmanager_rules_file=str(rules_dir / "hastack.rules.yml"))
+    )
+    result = run("promtool", "check", "config", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    jobs = {job["job_name"]: job for job in yaml.safe_load(path.read_text())["scrape_configs"]}
+    assert jobs["haproxy"]["static_configs"] == [{"targets": ["127.0.0.30:8404"], "labels": {"node": "lb-1"}}]
+    assert "metrics_path" not in jobs["haproxy"]  # /metrics, as haproxy.cfg serves it
+
+
 @pytest.mark.parametrize("platform", ["hosts", "kubernetes"])
 def test_promtool_check_config_on_both_platforms(rules_dir: Path, platform: str) -> None:
     """prometheus.yml from the one template: static targets from the inventory, or pod discovery."""
@@ -123,7 +161,7 @@ def test_promtool_check_config_on_both_platforms(rules_dir: Path, platform: str)
         assert [j.get("honor_labels", False) for j in jobs.values()] == [False, True, False, False, False, False]
         return
     assert result.returncode == 0, result.stdout + result.stderr
-    # no redis_cluster and no app group in this inventory: those jobs are left out
+    # no redis_cluster, app or lb group in this inventory: those jobs are left out
     assert set(jobs) == {"prometheus", "alertmanager", "node", "postgres", "patroni", "etcd"}
     patroni = [(c["targets"][0], c["labels"]["node"]) for c in jobs["patroni"]["static_configs"]]
     assert patroni == [("127.0.0.11:8008", "node-a"), ("127.0.0.12:8009", "node-b"), ("127.0.0.13:8008", "node-c")]

@@ -29,8 +29,10 @@ Times in the report are seconds since the drill started (``t0_wall``).
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from itertools import accumulate
 from typing import Any
 
 from ansible_collections.hastack.ha.plugins.module_utils.drill.analysis import parse_wall
@@ -224,6 +226,86 @@ def alert_metrics(
     }
 
 
+# -- the SLO's fast-burn alert ----------------------------------------------------------
+SLO_KEYS = ("alert", "budget", "factor", "short_window_s", "long_window_s", "for_s", "lag_s")
+
+
+def slo_metrics(
+    load: Mapping[str, Any], notified: Sequence[Mapping[str, Any]], t0: float, slo: Mapping[str, Any], until: float
+) -> dict[str, Any]:
+    """Could the fast-burn alert fire within the drill, and did it?
+
+    The error ratio Prometheus computes from the load balancer's counters is
+    replayed from the drill's own load (its requests are what the load
+    balancer answered; other traffic in the windows is not known here): at
+    each second from the first failure until ``until`` (the end of the
+    drill), the failures over the requests in the last ``short_window_s`` and
+    in the last ``long_window_s``. The alert can reach the receiver only if
+    both stay above ``factor`` x ``budget`` for ``for_s`` plus ``lag_s``
+    (scrape, rule evaluation, Alertmanager's group_wait) in a row.
+    """
+    missing = [k for k in SLO_KEYS if slo.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"alerts.slo: {', '.join(missing)} missing; needs {', '.join(SLO_KEYS)}")
+    try:
+        budget, factor = float(slo["budget"]), float(slo["factor"])
+        short_w, long_w = float(slo["short_window_s"]), float(slo["long_window_s"])
+        hold, lag = float(slo["for_s"]), float(slo["lag_s"])
+    except (TypeError, ValueError):
+        raise ValueError(f"alerts.slo: {', '.join(SLO_KEYS[1:])} must be numbers, got {dict(slo)!r}") from None
+    if not 0 < budget < 1:
+        raise ValueError(f"alerts.slo.budget must be between 0 and 1 (1 - the SLO), got {budget}")
+    threshold = factor * budget
+    rows = sorted((s[0] + s[2], s[3] == 0 or s[3] >= 500) for s in load.get("samples") or [])
+    times = [at for at, _ in rows]
+    failed_before = list(accumulate((int(failed) for _, failed in rows), initial=0))
+    fails = [t for t, failed in rows if failed]
+    needed = hold + lag
+    longest = 0.0
+    peak = 0.0
+    if fails:
+        run_start = None
+        t = fails[0]
+        while t <= until:
+            ratios = []
+            for window in (short_w, long_w):
+                lo, hi = bisect_right(times, t - window), bisect_right(times, t)
+                ratios.append((failed_before[hi] - failed_before[lo]) / (hi - lo) if hi > lo else 0.0)
+            peak = max(peak, ratios[0])
+            if min(ratios) > threshold:
+                run_start = t if run_start is None else run_start
+                longest = max(longest, t - run_start)
+            else:
+                run_start = None
+            t += 1.0
+    fired = [e["fired_t"] for e in notified if e["alert"] == slo["alert"] and e["fired_t"] is not None]
+    could_fire = longest >= needed
+    if fired:
+        why = f"{slo['alert']} fired at +{min(fired)} s"
+    elif could_fire:
+        why = (
+            f"{slo['alert']} never reached the receiver although the error ratio stayed above "
+            f"{threshold:.4g} for {longest:.0f} s (>= for {hold:.0f} s + {lag:.0f} s of scrape and notification)"
+        )
+    else:
+        why = (
+            f"{slo['alert']} could not fire within the drill: the error ratio was above {factor:g} x {budget:g} "
+            f"= {threshold:.4g} in both windows for {longest:.0f} s in a row, it needs {needed:.0f} s "
+            f"(for {hold:.0f} s + {lag:.0f} s of scrape and notification); peak {short_w:.0f} s ratio {peak:.4g}"
+        )
+    return {
+        "alert": slo["alert"],
+        "threshold": round(threshold, 6),
+        "peak_short_ratio": round(peak, 6),
+        "above_threshold_s": longest,
+        "needed_s": needed,
+        "could_fire": could_fire,
+        "fired_t": min(fired) if fired else None,
+        "why": why,
+        "ok": bool(fired) or not could_fire,
+    }
+
+
 # -- the whole report ----------------------------------------------------------------
 def build_zone_report(
     *,
@@ -334,6 +416,14 @@ def build_zone_report(
             alerts.get("firing_at_end") or [],
             alerts.get("may_outlive") or [],
         )
+        if alerts.get("slo") and app is not None:
+            until = parse_wall(alerts.get("until")) or max(
+                (s[0] for s in app["load"].get("samples") or []), default=t0_wall
+            )
+            alert_m["slo"] = slo_metrics(app["load"], alert_m["notified"], t0_wall, alerts["slo"], until)
+            if not alert_m["slo"]["ok"]:
+                alert_m["missing"].append(f"{alert_m['slo']['alert']} (the SLO)")
+                alert_m["ok"] = False
         for key, label in (
             ("missing", "never notified"),
             ("not_inhibited", "notified although NodeDown should inhibit it"),
@@ -477,6 +567,8 @@ def render_zone_markdown(report: Mapping[str, Any]) -> str:
             f"{', '.join(al['missing']) or 'none'}. Not inhibited: {', '.join(al['not_inhibited']) or 'none'}. "
             f"Still firing at the end: {', '.join(al['still_firing']) or 'none'}.",
         ]
+        if al.get("slo"):
+            out += ["", f"SLO: {_cell(al['slo']['why'])}."]
     out += ["", "## Thresholds", ""]
     if report["violations"]:
         out += [f"- **FAIL** ({v['service']}): {_cell(v['message'])}" for v in report["violations"]]

@@ -32,11 +32,11 @@ def test_items_crud_cached_reads_and_metrics(make_app) -> None:
     assert app.client.delete(f"/items/{item['id']}").status_code == 404
     assert app.client.post("/items", json={"name": ""}).status_code == 422
 
-    assert app.metric("http_requests_total", route="/items/{item_id}", status="200") >= 2
-    assert app.metric("http_requests_total", method="GET", route="/items/{item_id}", status="404") == 1
-    assert app.metric("http_request_duration_seconds_bucket", route="/items", le="+Inf") >= 2
-    assert app.metric("cache_hits_total") >= 2
-    assert app.metric("circuit_breaker_state", breaker="database") == 0
+    assert app.metric("hastack_app_http_requests_total", route="/items/{item_id}", status="200") >= 2
+    assert app.metric("hastack_app_http_requests_total", method="GET", route="/items/{item_id}", status="404") == 1
+    assert app.metric("hastack_app_http_request_duration_seconds_bucket", route="/items", le="+Inf") >= 2
+    assert app.metric("hastack_app_cache_hits_total") >= 2
+    assert app.metric("hastack_app_circuit_breaker_state", breaker="database") == 0
 
 
 def test_ready_fails_while_postgres_is_down_and_recovers(make_app, pg) -> None:
@@ -73,7 +73,7 @@ def test_cache_down_degrades_and_requests_are_still_served(make_app, redis_lab) 
             assert got.status_code == 200 and got.json()["name"] == "cached"
         assert app.client.put(f"/items/{item['id']}", json={"name": "changed"}).status_code == 200
         assert app.get(f"/items/{item['id']}").json()["name"] == "changed"
-        assert app.metric("circuit_breaker_state", breaker="cache") == 2
+        assert app.metric("hastack_app_circuit_breaker_state", breaker="cache") == 2
     finally:
         for name in ("sentinel", "master", "replica"):
             redis_lab.signal(name, signal.SIGCONT)
@@ -86,9 +86,9 @@ def test_invalidation_reaches_a_second_instance(make_app) -> None:
     b.wait(lambda: b.get("/ready").json()["cache_invalidation"]["subscribed"], 10, "subscription")
     item = a.client.post("/items", json={"name": "v1"}).json()
     assert b.get(f"/items/{item['id']}").json()["name"] == "v1"
-    hits_before = b.metric("cache_hits_total", tier="local")
+    hits_before = b.metric("hastack_app_cache_hits_total", tier="local")
     assert b.get(f"/items/{item['id']}").json()["name"] == "v1"
-    assert b.metric("cache_hits_total", tier="local") == hits_before + 1  # now in b's local tier
+    assert b.metric("hastack_app_cache_hits_total", tier="local") == hits_before + 1  # now in b's local tier
 
     assert a.client.put(f"/items/{item['id']}", json={"name": "v2"}).status_code == 200
     b.wait(lambda: b.get(f"/items/{item['id']}").json()["name"] == "v2", 2, "the new value on the second instance")
@@ -100,7 +100,7 @@ def test_database_breaker_opens_after_5_failures_and_closes_after_recovery(make_
     pg.stop("immediate")
     codes = [app.get("/items").status_code for _ in range(5)]
     assert codes == [503] * 5
-    assert app.metric("circuit_breaker_state", breaker="database") == 2
+    assert app.metric("hastack_app_circuit_breaker_state", breaker="database") == 2
     t0 = time.monotonic()
     refused = app.get("/items")
     assert refused.status_code == 503 and "open" in refused.json()["detail"]
@@ -111,9 +111,9 @@ def test_database_breaker_opens_after_5_failures_and_closes_after_recovery(make_
     pg.start()
     time.sleep(2.2)  # recovery_s: the next call is the half-open probe
     assert app.get("/items").status_code == 200
-    assert app.metric("circuit_breaker_state", breaker="database") == 1  # one success of two
+    assert app.metric("hastack_app_circuit_breaker_state", breaker="database") == 1  # one success of two
     assert app.get("/items").status_code == 200
-    assert app.metric("circuit_breaker_state", breaker="database") == 0
+    assert app.metric("hastack_app_circuit_breaker_state", breaker="database") == 0
 
 
 def test_cache_follows_a_sentinel_failover_and_resubscribes(make_app, redis_lab) -> None:

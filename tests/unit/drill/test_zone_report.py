@@ -226,3 +226,67 @@ def test_degraded_reads_failed_reads_ratio_and_writes_outside_the_write_gap():
     assert doc["services"]["app"]["verdict"] == "fail"
     md = zone_report.render_zone_markdown(doc)
     assert f"Reads: 341 of {app['reads']} failed" in md and "of them outside PostgreSQL's write gap" in md
+
+
+# --- the SLO's fast-burn alert --------------------------------------------------------
+SLO = {"alert": "ErrorBudgetBurnFast", "budget": 0.001, "factor": 14.4, "short_window_s": 300,
+       "long_window_s": 3600, "for_s": 120, "lag_s": 45}  # fmt: skip
+
+
+def build_slo(load: dict, notifications: list, until: float, slo: dict | None = None) -> dict:
+    pg = failover_timeline()
+    return zone_report.build_zone_report(
+        zone="a", mode="kill", t0_wall=T0,
+        services={"postgres": {"raw": pg.raw(), "thresholds": SERVICE_LIMITS}},
+        app={"load": load, "settle_s": SETTLE},
+        alerts={"notifications": notifications, "zone_nodes": ["node-a"], "expected": [],
+                "slo": slo or SLO, "until": T0 + until, "may_outlive": ["ErrorBudgetBurnFast"]},
+        context={"disrupt_start": KILL, "disrupt_end": T0 + 150.0, "healthy_at": {"app": T0 + 12.0},
+                 "rejoin_s": {"app": 15.0}, "verify": "pass", "zone_nodes": ["node-a"]},
+        thresholds={"max_app_failures_outside_window": None},
+    )  # fmt: skip
+
+
+def test_the_fast_burn_alert_must_fire_when_the_drill_failed_enough_for_long_enough():
+    # 7.1 s of 503s at 60 requests/s over a 40 s load: the 5 min and 1 h
+    # ratios (only the load's requests) stay far above 14.4 x 0.1 % for the
+    # rest of the drill
+    load = app_load()
+    fired = notification(170.0, "firing", "ErrorBudgetBurnFast", "")
+    quiet = build_slo(load, [], until=300.0)["alerts"]
+    assert quiet["slo"]["could_fire"] and quiet["slo"]["fired_t"] is None
+    assert quiet["slo"]["above_threshold_s"] >= 165
+    # the peak: at the last failure, the failures over every request so far
+    ends = [t + lat for t, _, lat, _, _ in load["samples"]]
+    failed = [t + lat for t, _, lat, status, _ in load["samples"] if status >= 500]
+    so_far = [e for e in ends if e <= max(failed)]
+    assert quiet["slo"]["peak_short_ratio"] == pytest.approx(len(failed) / len(so_far), abs=0.01)
+    assert "ErrorBudgetBurnFast (the SLO)" in quiet["missing"] and not quiet["ok"]
+    doc = build_slo(load, [fired], until=300.0)
+    assert doc["alerts"]["slo"]["fired_t"] == 170.0 and doc["alerts"]["slo"]["ok"]
+    assert "ErrorBudgetBurnFast fired at +170.0 s" in zone_report.render_zone_markdown(doc)
+
+
+def test_a_drill_too_short_for_the_alert_says_why_and_passes():
+    # the drill ended 60 s after the first failure: the alert's `for` alone is 120 s
+    doc = build_slo(app_load(), [], until=65.0)
+    slo = doc["alerts"]["slo"]
+    assert not slo["could_fire"] and slo["ok"] and doc["alerts"]["missing"] == []
+    assert "could not fire within the drill" in slo["why"] and "it needs 165 s" in slo["why"]
+
+
+def test_failures_below_the_burn_threshold_do_not_make_it_expected():
+    # one failed request in 40 s at 60/s: 0.04 %, under 14.4 x 0.1 %
+    load = app_load(until=40.0)
+    load["samples"] = [[t, k, lat, 503 if i == 100 else 200, e] for i, (t, k, lat, _, e) in enumerate(load["samples"])]
+    slo = build_slo(load, [], until=600.0)["alerts"]["slo"]
+    assert not slo["could_fire"] and slo["ok"] and slo["above_threshold_s"] == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"for_s": None}, "for_s missing"), ({"factor": "fast"}, "must be numbers"), ({"budget": 1.5}, "between 0 and 1")],
+)
+def test_bad_slo_input_is_refused_naming_the_key(change, message):
+    with pytest.raises(ValueError, match=message):
+        build_slo(app_load(), [], until=100.0, slo={**SLO, **change})
