@@ -61,9 +61,10 @@ lint: venv
 # Unit tests run a private PostgreSQL 15 and Redis/Sentinel (binaries only),
 # promtool and amtool (the alert rules and routes), a private Prometheus, the
 # postgres and redis exporters (the Kubernetes sidecars' settings) and
-# pgBackRest (it parses the rendered config). A test whose binary is missing
+# pgBackRest (it parses the rendered config), HAProxy (the app_backend role's
+# haproxy.cfg on loopback). A test whose binary is missing
 # skips, so each one it needs is listed here: CI starts from a clean machine.
-UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel prometheus prometheus-alertmanager \
+UNIT_PACKAGES := postgresql-15 redis-server redis-sentinel prometheus prometheus-alertmanager haproxy \
 	prometheus-postgres-exporter prometheus-redis-exporter pgbackrest
 unit: venv
 	dpkg -s $(UNIT_PACKAGES) >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(UNIT_PACKAGES); }

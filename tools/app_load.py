@@ -20,6 +20,20 @@ with its wall-clock start, latency and status (or transport error).
     .venv/bin/python tools/app_load.py record --url http://198.18.0.30:8080 \\
         --stop-file /tmp/zone/stop --output /tmp/zone/app.json
 
+    # sustained saturation: requests started at a fixed rate whatever the answers
+    # take (open loop), the instances' /ready and breakers watched meanwhile
+    .venv/bin/python tools/app_load.py saturate --url http://198.18.0.30:8080 \\
+        --rate 800 --duration 60 --instance http://198.18.0.10:8080
+
+``--read-miss-ratio F`` (drill, record, saturate): that fraction of the reads
+asks for an id no item has, so it misses both cache tiers and reads PostgreSQL
+(answered 404, not a failure; the X-Cache headers of the answers are counted).
+
+An idempotent request (GET, PUT, DELETE) whose kept-alive connection closed
+before any byte of the response is sent once more on a new connection, as Go's
+net/http and urllib3 do; each such request counts in ``retried`` (and a
+sample's last field), and a second failure is recorded as a failure.
+
 Drill mode runs the drill playbook (the PostgreSQL/Redis drill engine writes
 its own report with the disruption's events) while the load runs, keeps the
 load ``--tail-s`` seconds after the playbook ends, and writes
@@ -33,10 +47,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import glob
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -57,6 +73,30 @@ class Sample:
     latency: float
     status: int  # 0: transport error
     error: str | None = None
+    retried: bool = False  # sent twice: the first connection closed before any response byte
+
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+def closed_unanswered(exc: httpx.HTTPError) -> bool:
+    """The connection closed before any byte of the response: a kept-alive connection the
+    server (or the load balancer) was closing as the request went out."""
+    if isinstance(exc, httpx.WriteError):
+        return True
+    return isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in str(exc)
+
+
+async def send(client: httpx.AsyncClient, method: str, path: str, **kw: Any) -> tuple[httpx.Response, bool]:
+    """One request; an idempotent one is sent once more, on a new connection, if its connection
+    closed before any response byte (as Go's net/http and urllib3 do). Returns (response, retried);
+    a second failure raises."""
+    try:
+        return await client.request(method, path, **kw), False
+    except httpx.HTTPError as exc:
+        if method not in IDEMPOTENT or not closed_unanswered(exc):
+            raise
+    return await client.request(method, path, **kw), True
 
 
 @dataclass
@@ -67,8 +107,10 @@ class Load:
     write_ratio: float
     items: int
     timeout: float
+    read_miss_ratio: float = 0.0
     samples: list[Sample] = field(default_factory=list)
     ids: list[int] = field(default_factory=list)
+    x_cache: dict[str, int] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
 
     async def prepare(self, client: httpx.AsyncClient) -> None:
@@ -96,19 +138,29 @@ class Load:
                 if delay > 0:
                     await asyncio.sleep(delay)
                 next_t += period
-            write = rnd.random() < self.write_ratio
+            await self.one(client, rnd, n)
+
+    def pick(self, rnd: random.Random, n: int) -> tuple[str, str, str, dict[str, Any]]:
+        """(kind, method, path, request keywords): a write of an item of the set, a read of one,
+        or (--read-miss-ratio) a read of an id no item has: it misses both cache tiers and reads
+        PostgreSQL (404, not a failure; the answers' X-Cache headers are counted)."""
+        if rnd.random() < self.write_ratio:
             item = rnd.choice(self.ids)
-            t_wall, t0 = time.time(), time.monotonic()
-            try:
-                if write:
-                    r = await client.put(f"/items/{item}", json={"name": f"load-{item}", "data": {"n": n}})
-                else:
-                    r = await client.get(f"/items/{item}")
-                self.samples.append(Sample(t_wall, "write" if write else "read", time.monotonic() - t0, r.status_code))
-            except httpx.HTTPError as exc:
-                self.samples.append(
-                    Sample(t_wall, "write" if write else "read", time.monotonic() - t0, 0, type(exc).__name__)
-                )
+            return "write", "PUT", f"/items/{item}", {"json": {"name": f"load-{item}", "data": {"n": n}}}
+        if self.read_miss_ratio and rnd.random() < self.read_miss_ratio:
+            return "read", "GET", f"/items/{max(self.ids) + 1_000_000 + rnd.randrange(1_000_000_000)}", {}
+        return "read", "GET", f"/items/{rnd.choice(self.ids)}", {}
+
+    async def one(self, client: httpx.AsyncClient, rnd: random.Random, n: int) -> None:
+        kind, method, path, kw = self.pick(rnd, n)
+        t_wall, t0 = time.time(), time.monotonic()
+        try:
+            r, retried = await send(client, method, path, **kw)
+            self.samples.append(Sample(t_wall, kind, time.monotonic() - t0, r.status_code, retried=retried))
+            if "x-cache" in r.headers:
+                self.x_cache[r.headers["x-cache"]] = self.x_cache.get(r.headers["x-cache"], 0) + 1
+        except httpx.HTTPError as exc:
+            self.samples.append(Sample(t_wall, kind, time.monotonic() - t0, 0, type(exc).__name__))
 
     async def run(self, duration: float | None, ready: threading.Event | None = None) -> None:
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
@@ -145,6 +197,8 @@ def summarize(samples: list[Sample], kind: str | None = None) -> dict[str, Any]:
         "p50_ms": round(percentile(ok, 0.50) * 1000, 2) if ok else None,
         "p99_ms": round(percentile(ok, 0.99) * 1000, 2) if ok else None,
         "max_ms": round(max(ok) * 1000, 2) if ok else None,
+        # idempotent requests sent a second time: the first connection closed unanswered
+        "retried": sum(1 for s in rows if s.retried),
     }
 
 
@@ -184,10 +238,135 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+# -- saturate --------------------------------------------------------------------
+BREAKER_OPENED = re.compile(r'^\w*breaker_transitions_total\{[^}]*state="(?i:open)"[^}]*\}\s+([0-9.e+]+)', re.M)
+
+
+async def watch_instances(urls: list[str], stop: asyncio.Event, timeout: float) -> dict[str, Any]:
+    """Every second, each instance's /ready (status; any breaker its body reports open); at the
+    start and the end, its /metrics (breaker transitions to open, summed over breakers)."""
+    seen: dict[str, dict[str, Any]] = {u: {"ready": {}, "breaker_open_seen": 0, "polls": 0} for u in urls}
+
+    async def opened(client: httpx.AsyncClient, url: str) -> float | None:
+        try:
+            text = (await client.get(url + "/metrics")).text
+        except httpx.HTTPError:
+            return None
+        return sum(float(v) for v in BREAKER_OPENED.findall(text))
+
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        before = {u: await opened(client, u) for u in urls}
+        while not stop.is_set():
+            for u in urls:
+                try:
+                    r = await client.get(u + "/ready")
+                    key, body = str(r.status_code), r.text
+                except httpx.HTTPError as exc:
+                    key, body = f"error:{type(exc).__name__}", ""
+                row = seen[u]
+                row["polls"] += 1
+                row["ready"][key] = row["ready"].get(key, 0) + 1
+                if re.search(r'"state"\s*:\s*"open"', body, re.I):
+                    row["breaker_open_seen"] += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+        for u in urls:
+            after = await opened(client, u)
+            seen[u]["breaker_opened"] = None if after is None or before[u] is None else after - before[u]
+    return seen
+
+
+SHARD = 50  # connections per httpx client in saturate
+
+
+def saturate(args: argparse.Namespace) -> dict[str, Any]:
+    """Open-loop load: a request starts every 1/--rate s whatever the answers take (up to
+    --max-in-flight at once; past that, a request due is counted as not sent), for --duration."""
+    load = Load(args.url, 1, args.rate, args.write_ratio, args.items, args.timeout, args.read_miss_ratio)
+    peak = {"in_flight": 0, "not_sent": 0}
+
+    async def run() -> dict[str, Any]:
+        # httpcore's pool scans every connection for every request: beyond ~50 connections
+        # the client, not the app, sets the pace. So one client per SHARD connections.
+        shards = -(-args.max_in_flight // SHARD)
+        limits = httpx.Limits(max_connections=SHARD, max_keepalive_connections=SHARD)
+        async with contextlib.AsyncExitStack() as stack:
+            client = functools.partial(httpx.AsyncClient, base_url=args.url, timeout=args.timeout, limits=limits)
+            clients = [await stack.enter_async_context(client()) for _ in range(shards)]
+            busy = [0] * shards
+            await load.prepare(clients[0])
+            for _ in range(2):  # warm both cache tiers of every instance
+                await asyncio.gather(*(clients[0].get(f"/items/{i}") for i in load.ids), return_exceptions=True)
+            stop = asyncio.Event()
+            watcher = asyncio.create_task(watch_instances(args.instance, stop, args.timeout))
+            rnd, tasks = random.Random(0), set()
+
+            async def one(n: int, shard: int) -> None:
+                try:
+                    await load.one(clients[shard], rnd, n)
+                finally:
+                    busy[shard] -= 1
+
+            t0 = time.monotonic()
+            for n in range(int(args.rate * args.duration)):
+                delay = t0 + n / args.rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if sum(busy) >= args.max_in_flight:
+                    peak["not_sent"] += 1
+                    continue
+                shard = busy.index(min(busy))
+                busy[shard] += 1
+                peak["in_flight"] = max(peak["in_flight"], sum(busy))
+                task = asyncio.create_task(one(n, shard))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            sent_s = time.monotonic() - t0
+            await asyncio.gather(*tasks)
+            stop.set()
+            return {"sending_s": round(sent_s, 2), "instances": await watcher}
+
+    t_start = time.time()
+    watched = asyncio.run(run())
+    fails = failures(load.samples)
+    result: dict[str, Any] = {
+        "url": args.url,
+        "load": {
+            "rate": args.rate,
+            "duration_s": args.duration,
+            "write_ratio": args.write_ratio,
+            "read_miss_ratio": args.read_miss_ratio,
+            "max_in_flight": args.max_in_flight,
+            "timeout_s": args.timeout,
+        },
+        "started": iso(t_start),
+        "loadavg_1m": os.getloadavg()[0],
+        "sending_s": watched["sending_s"],
+        "in_flight_peak": peak["in_flight"],
+        "not_sent": peak["not_sent"],
+        "summary": summarize(load.samples),
+        "reads": summarize(load.samples, "read"),
+        "writes": summarize(load.samples, "write"),
+        "x_cache": load.x_cache,
+        "answered_429": sum(1 for s in load.samples if s.status == 429),
+        "failures_5xx": sum(1 for s in fails if s.status >= 500),
+        "failures_transport": sum(1 for s in fails if s.status == 0),
+        "instances": watched["instances"],
+        "breaker_opened": any(
+            (r.get("breaker_opened") or 0) > 0 or r["breaker_open_seen"] > 0 for r in watched["instances"].values()
+        ),
+    }
+    out = Path(args.out) / f"app-saturate-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(t_start))}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    result["written"] = str(out)
+    return result
+
+
 # -- drill -----------------------------------------------------------------------
 def start_load(args: argparse.Namespace) -> tuple[Load, threading.Thread]:
     """Create the working set, then keep loading in a thread until ``load.stop`` is set."""
-    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout)
+    load = Load(args.url, args.concurrency, args.rate, args.write_ratio, args.items, args.timeout, args.read_miss_ratio)
     ready = threading.Event()
     thread = threading.Thread(target=lambda: asyncio.run(load.run(None, ready)), daemon=True)
     thread.start()
@@ -240,8 +419,15 @@ def drill(args: argparse.Namespace) -> dict[str, Any]:
         "playbook": " ".join(cmd),
         "playbook_rc": play.returncode,
         "drill_report": str(report_path) if report_path else None,
-        "load": {"url": args.url, "concurrency": args.concurrency, "rate": args.rate, "write_ratio": args.write_ratio},
+        "load": {
+            "url": args.url,
+            "concurrency": args.concurrency,
+            "rate": args.rate,
+            "write_ratio": args.write_ratio,
+            "read_miss_ratio": args.read_miss_ratio,
+        },
         "requests": len(load.samples),
+        "x_cache": load.x_cache,
         "summary": summarize(load.samples),
         "reads": summarize(load.samples, "read"),
         "writes": summarize(load.samples, "write"),
@@ -295,13 +481,19 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "format": "hastack-app-load/1",
         "url": args.url,
-        "load": {"concurrency": args.concurrency, "rate": args.rate, "write_ratio": args.write_ratio},
+        "load": {
+            "concurrency": args.concurrency,
+            "rate": args.rate,
+            "write_ratio": args.write_ratio,
+            "read_miss_ratio": args.read_miss_ratio,
+        },
         "started_at": t_start,
         "stopped_at": time.time(),
         "stopped_by": "stop_file" if stop_file.exists() else "max_s",
         "summary": summarize(samples),
-        # [wall-clock start, kind, latency s, HTTP status (0: transport error), error]
-        "samples": [[round(s.t, 4), s.kind, round(s.latency, 4), s.status, s.error] for s in samples],
+        "x_cache": load.x_cache,
+        # [wall-clock start, kind, latency s, HTTP status (0: transport error), error, retried (0/1)]
+        "samples": [[round(s.t, 4), s.kind, round(s.latency, 4), s.status, s.error, int(s.retried)] for s in samples],
     }
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -312,7 +504,7 @@ def record(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
-    for name in ("bench", "drill", "record"):
+    for name in ("bench", "drill", "record", "saturate"):
         p = sub.add_parser(name)
         p.add_argument("--url", required=True, help="the load balancer, e.g. http://198.18.0.30:8080")
         p.add_argument("--concurrency", type=int, default=16 if name == "bench" else 8)
@@ -336,9 +528,27 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--ready-file", help="touched once the working set exists and the load runs")
     r.add_argument("--rate", type=float, default=60.0, help="requests per second in total")
     r.add_argument("--write-ratio", type=float, default=0.2)
+    for name in ("drill", "record", "saturate"):
+        sub.choices[name].add_argument(
+            "--read-miss-ratio",
+            type=float,
+            default=0.0,
+            help="fraction of reads that ask for an id no item has: they miss both cache tiers and read PostgreSQL",
+        )
+    t = sub.choices["saturate"]
+    t.add_argument("--rate", type=float, required=True, help="requests started per second, whatever the answers take")
+    t.add_argument("--duration", type=float, default=60.0, help="seconds of load")
+    t.add_argument("--write-ratio", type=float, default=0.2)
+    t.add_argument("--max-in-flight", type=int, default=400, help="past this, a request due is counted as not sent")
+    t.add_argument(
+        "--instance",
+        action="append",
+        default=[],
+        help="an app instance's own URL (repeatable): its /ready and breakers are watched during the load",
+    )
     args = parser.parse_args(argv)
     os.chdir(REPO)
-    result = {"bench": bench, "drill": drill, "record": record}[args.mode](args)
+    result = {"bench": bench, "drill": drill, "record": record, "saturate": saturate}[args.mode](args)
     print(json.dumps(result, indent=2))
     if args.mode == "drill":
         return 0 if result["playbook_rc"] == 0 else 1

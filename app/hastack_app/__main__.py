@@ -47,7 +47,10 @@ def main(argv: list[str]) -> int:
         access_log=False,
         # SIGTERM: stop accepting, finish what is in flight (rolling restarts)
         timeout_graceful_shutdown=10,
-        timeout_keep_alive=5,
+        # idle connections: HAProxy (or a cloud load balancer) must close
+        # them first; an app that closes one as a request arrives on it makes
+        # the balancer drop the client's connection without an answer
+        timeout_keep_alive=config.keepalive_s,
     )
     return 0
 

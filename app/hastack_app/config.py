@@ -49,6 +49,7 @@ class Config:
     instance: str
     listen_host: str
     listen_port: int
+    keepalive_s: int
     max_body_bytes: int
     db_hosts: tuple[Endpoint, ...]
     db_name: str
@@ -217,6 +218,10 @@ def load_config(environ: Mapping[str, str]) -> Config:
         instance=r.text("INSTANCE", "app", _INSTANCE),
         listen_host=r.text("LISTEN_HOST", "127.0.0.1"),
         listen_port=r.integer("LISTEN_PORT", 8080, 1, 65535),
+        # how long an idle client connection stays open: longer than the load
+        # balancer keeps its idle connections to the instance, so that the
+        # balancer, not the app, closes them (docs/drills.md, keep-alive)
+        keepalive_s=r.integer("KEEPALIVE_S", 75, 1, 3600),
         max_body_bytes=r.integer("MAX_BODY_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024),
         db_hosts=r.endpoints("DB_HOSTS", 5432),
         db_name=r.text("DB_NAME", "hastack_app", _NAME),
