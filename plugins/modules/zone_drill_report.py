@@ -71,7 +71,9 @@ options:
         earlier lines are ignored), C(zone_nodes), C(expected) (alert names) and
         C(firing_at_end) (label sets of the alerts Alertmanager still had active at the end),
         C(may_outlive) (alert names over windows longer than the drill - error budget burn
-        rates, latency - listed but not required to resolve).
+        rates, latency - listed but not required to resolve), C(slo) (the fast-burn alert - C(alert),
+        C(budget), C(factor), C(short_window_s), C(long_window_s), C(for_s), C(lag_s) - whose firing
+        is checked against the drill's own load) and C(until) (wall clock, the drill's end).
     type: dict
   context:
     description:
@@ -246,6 +248,8 @@ def main() -> None:
             "expected": a.get("expected") or [],
             "firing_at_end": a.get("firing_at_end") or [],
             "may_outlive": a.get("may_outlive") or [],
+            "slo": a.get("slo"),
+            "until": a.get("until"),
         }
     try:
         report = build_zone_report(
