@@ -83,47 +83,98 @@ class Connection(psycopg.AsyncConnection[Any]):
     the traceback drops the cycle, so the attempt is closed at once.
 
     Second, a multi-host conninfo asking for a read-write session tries first
-    the host that last gave one (in this process, for the same host list), then
-    the others in their order. libpq tries hosts in order, each for up to
-    `connect_timeout` (at least 2 s): when the first host's zone is cut off its
-    packets are dropped, and every connect paid those 2 s first. The
-    readiness probe's budget is 1 s, so every instance reported not ready for
-    the whole partition although the pool had long found the new primary
-    (zone drill, partition mode). The pool's connects teach the probe where
-    the primary is; after a failover the first connect pays once.
+    the host that last gave one (in this process, for the same host list) and,
+    if it has not connected within ``HEAD_START_S``, every other host at once:
+    the first read-write session wins, the others are closed or cancelled.
+    libpq tries hosts one after the other, each for up to `connect_timeout`
+    (at least 2 s). When a host's zone is cut off its packets are dropped;
+    when the old primary's machine died nothing answers it: every connect
+    paid those 2 s first. The readiness probe's budget is 1 s, so every
+    instance reported not ready for the whole partition (zone drill,
+    partition mode); after a failover the pool's connects, retried about
+    once a second, reached the new primary up to 3 s after it took writes
+    (PostgreSQL kill under load: the app's writes failed 2.9 s past the
+    write gap).
     """
 
     # "<hosts>|<ports>" as configured -> the host that last accepted a read-write session
     last_primary: ClassVar[dict[str, str]] = {}
+    # How long the last known primary is tried alone before the others join in.
+    HEAD_START_S: ClassVar[float] = 0.25
 
     @classmethod
     async def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:  # type: ignore[override]
-        conninfo, key = cls._primary_first(conninfo)
-        try:
-            conn = await super().connect(conninfo, **kwargs)
-        except BaseException as ex:  # CancelledError included
-            traceback.clear_frames(ex.__traceback__)
-            raise
-        if key:
-            cls.last_primary[key] = conn.info.host
+        attempts, key = cls._attempts(conninfo)
+        if key is None:
+            return await cls._connect_one(conninfo, **kwargs)
+        conn = await cls._race(attempts, **kwargs)
+        cls.last_primary[key] = conn.info.host
         return conn
 
     @classmethod
-    def _primary_first(cls, conninfo: str) -> tuple[str, str | None]:
+    async def _connect_one(cls, conninfo: str, **kwargs: Any) -> Connection:
+        try:
+            return await super().connect(conninfo, **kwargs)  # type: ignore[return-value]
+        except BaseException as ex:  # CancelledError included
+            traceback.clear_frames(ex.__traceback__)
+            raise
+
+    @classmethod
+    async def _race(cls, attempts: list[str], **kwargs: Any) -> Connection:
+        """The first attempt alone for HEAD_START_S, then all of them; the first
+        connection wins. Every other attempt is cancelled, or closed if it
+        connected too; all failed: an OperationalError naming each host's."""
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(cls._connect_one(attempts[0], **kwargs))]
+        winner: asyncio.Task[Connection] | None = None
+        errors: list[str] = []
+        try:
+            done, _ = await asyncio.wait(tasks, timeout=cls.HEAD_START_S)
+            if not (done and not tasks[0].exception()):
+                tasks += [loop.create_task(cls._connect_one(a, **kwargs)) for a in attempts[1:]]
+            pending = set(tasks)
+            while pending and winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task.exception() is None and winner is None:
+                        winner = task
+            if winner is None:
+                errors = [f"{t.exception()}".strip().replace("\n", " | ") for t in tasks]
+        finally:
+            for task in tasks:
+                if task is not winner:
+                    task.add_done_callback(_close_if_connected)
+                    task.cancel()
+        if winner is None:
+            raise psycopg.OperationalError("no host gave a read-write session: " + " || ".join(errors))
+        return winner.result()
+
+    @classmethod
+    def _attempts(cls, conninfo: str) -> tuple[list[str], str | None]:
+        """One single-host conninfo per host, the last known primary first
+        (key None: not a multi-host read-write conninfo, connect as given)."""
         params = conninfo_to_dict(conninfo)
         hosts = str(params.get("host") or "").split(",")
         if len(hosts) < 2 or params.get("target_session_attrs") != "read-write":
-            return conninfo, None
+            return [conninfo], None
         ports = str(params.get("port") or "").split(",")
+        if len(ports) != len(hosts):
+            ports = ports[:1] * len(hosts)
         key = f"{params['host']}|{params.get('port') or ''}"
+        order = list(range(len(hosts)))
         preferred = cls.last_primary.get(key)
-        if preferred not in hosts:
-            return conninfo, key
-        i = hosts.index(preferred)
-        params["host"] = ",".join([hosts[i], *hosts[:i], *hosts[i + 1 :]])
-        if len(ports) == len(hosts):
-            params["port"] = ",".join([ports[i], *ports[:i], *ports[i + 1 :]])
-        return make_conninfo(**params), key
+        if preferred in hosts:
+            i = hosts.index(preferred)
+            order = [i, *order[:i], *order[i + 1 :]]
+        return [
+            make_conninfo(**{**params, "host": hosts[i], **({"port": ports[i]} if ports[i] else {})}) for i in order
+        ], key
+
+
+def _close_if_connected(task: asyncio.Task[Connection]) -> None:
+    """A losing attempt that connected anyway: close it (in the background)."""
+    if not task.cancelled() and task.exception() is None:
+        asyncio.get_running_loop().create_task(task.result().close())
 
 
 # On a standby: how far replay is behind what it received, in seconds of
