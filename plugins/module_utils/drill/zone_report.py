@@ -279,9 +279,15 @@ def slo_metrics(
                 run_start = None
             t += 1.0
     fired = [e["fired_t"] for e in notified if e["alert"] == slo["alert"] and e["fired_t"] is not None]
-    could_fire = longest >= needed
+    active_before = bool(slo.get("active_before"))
+    could_fire = longest >= needed and not active_before
     if fired:
         why = f"{slo['alert']} fired at +{min(fired)} s"
+    elif active_before:
+        why = (
+            f"{slo['alert']} was already firing or pending when the drill started (an earlier outage): "
+            "Alertmanager does not notify it again, so the drill cannot see it fire"
+        )
     elif could_fire:
         why = (
             f"{slo['alert']} never reached the receiver although the error ratio stayed above "

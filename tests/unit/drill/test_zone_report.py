@@ -290,3 +290,10 @@ def test_failures_below_the_burn_threshold_do_not_make_it_expected():
 def test_bad_slo_input_is_refused_naming_the_key(change, message):
     with pytest.raises(ValueError, match=message):
         build_slo(app_load(), [], until=100.0, slo={**SLO, **change})
+
+
+def test_an_slo_alert_already_active_at_the_start_is_not_required_to_fire_again():
+    """An earlier outage left ErrorBudgetBurnFast firing (its windows are long):
+    Alertmanager sends nothing new, the report says so rather than fail."""
+    slo = build_slo(app_load(), [], until=300.0, slo={**SLO, "active_before": True})["alerts"]["slo"]
+    assert slo["ok"] and not slo["could_fire"] and "already firing or pending" in slo["why"]
