@@ -222,6 +222,14 @@ class StandbyBehind(RuntimeError):
         self.retry_after_s = 2.0
 
 
+async def standby_source(conn: psycopg.AsyncConnection[Any]) -> ReadSource:
+    """Where a connection of the read pool landed, and how far behind it replays."""
+    cur = await conn.execute(STANDBY_QUERY)
+    info = await cur.fetchone()
+    assert info is not None
+    return ReadSource("standby" if info["standby"] else "primary", info["server"], info["lag_s"])
+
+
 def row_out(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"],
@@ -325,12 +333,7 @@ class Database:
             nonlocal acquired
             async with self._connection(which) as conn:
                 acquired = True
-                source = PRIMARY
-                if which == "standby":
-                    cur = await conn.execute(STANDBY_QUERY)
-                    info = await cur.fetchone()
-                    assert info is not None
-                    source = ReadSource("standby" if info["standby"] else "primary", info["server"], info["lag_s"])
+                source = await standby_source(conn) if which == "standby" else PRIMARY
                 # the request id as a comment: a slow statement in the log or
                 # pg_stat_activity leads to its access log line
                 cur = await conn.execute(sql_comment() + query, params)
@@ -371,9 +374,7 @@ class Database:
                     extra={"primary_error": repr(exc)[:200], "standby_error": repr(standby_exc)[:200]},
                 )
                 raise exc from None
-            if source.lag_s is not None and source.lag_s > self.config.db_read_max_lag_s:
-                raise StandbyBehind(source.server or "?", source.lag_s, self.config.db_read_max_lag_s) from exc
-            return rows, source
+            return rows, self._within_lag(source)
 
     # -- readiness -----------------------------------------------------------
     async def ping(self, timeout: float) -> str:
@@ -409,10 +410,11 @@ class Database:
         if self.standbys is None or self.standby_breaker is None:
             raise RuntimeError("degraded reads are off (HASTACK_APP_DB_READ_POOL_MAX=0)")
         async with self.standbys.connection(timeout=timeout) as conn:
-            cur = await asyncio.wait_for(conn.execute(STANDBY_QUERY), timeout)
-            info = await cur.fetchone()
-        assert info is not None
-        source = ReadSource("standby" if info["standby"] else "primary", info["server"], info["lag_s"])
+            source = await asyncio.wait_for(standby_source(conn), timeout)
+        return self._within_lag(source)
+
+    def _within_lag(self, source: ReadSource) -> ReadSource:
+        """``source``, unless it replays further behind than db_read_max_lag_s (StandbyBehind)."""
         if source.lag_s is not None and source.lag_s > self.config.db_read_max_lag_s:
             raise StandbyBehind(source.server or "?", source.lag_s, self.config.db_read_max_lag_s)
         return source

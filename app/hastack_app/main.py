@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import __version__, reqctx
 from .breaker import CircuitBreaker, CircuitOpenError, Saturated
 from .cache import CACHE_FAILURES, TOMBSTONE, Cache
-from .config import Config
+from .config import BreakerSettings, Config
 from .db import DB_FAILURES, Database, StandbyBehind
 from .db import PRIMARY as PRIMARY_SOURCE
 from .metrics import Metrics
@@ -104,27 +104,9 @@ class Services:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.db_breaker = CircuitBreaker(
-            "database",
-            config.db_breaker,
-            failure_types=DB_FAILURES,
-            on_change=self._breaker_changed,
-            on_reject=self.metrics.breaker_rejected,
-        )
-        self.standby_breaker = CircuitBreaker(
-            "database_standby",
-            config.db_breaker,
-            failure_types=DB_FAILURES,
-            on_change=self._breaker_changed,
-            on_reject=self.metrics.breaker_rejected,
-        )
-        self.cache_breaker = CircuitBreaker(
-            "cache",
-            config.cache_breaker,
-            failure_types=CACHE_FAILURES,
-            on_change=self._breaker_changed,
-            on_reject=self.metrics.breaker_rejected,
-        )
+        self.db_breaker = self._breaker("database", config.db_breaker, DB_FAILURES)
+        self.standby_breaker = self._breaker("database_standby", config.db_breaker, DB_FAILURES)
+        self.cache_breaker = self._breaker("cache", config.cache_breaker, CACHE_FAILURES)
         self.db = Database(config, self.db_breaker, self.standby_breaker)
         self.metrics.watch_pool("primary", self.db.pool)
         if self.db.standbys is not None:
@@ -183,6 +165,18 @@ class Services:
                 await standby
         self.db_breaker.probe_succeeded()
         return server
+
+    def _breaker(
+        self, name: str, settings: BreakerSettings, failures: tuple[type[BaseException], ...]
+    ) -> CircuitBreaker:
+        """A breaker whose changes and refusals reach the metrics and the log."""
+        return CircuitBreaker(
+            name,
+            settings,
+            failure_types=failures,
+            on_change=self._breaker_changed,
+            on_reject=self.metrics.breaker_rejected,
+        )
 
     def _breaker_changed(self, name: str, state: Any) -> None:
         self.metrics.breaker_changed(name, state)

@@ -39,6 +39,7 @@ assert _spec and _spec.loader
 _pg = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_pg)
 PgServer = _pg.PgServer
+throwaway_standby = _pg.throwaway_standby
 
 PG_HOST = "127.78.0.1"
 PG_DEAD_HOST = "127.78.0.9"  # first in DB_HOSTS: nothing listens, libpq moves on

@@ -7,30 +7,20 @@ window of a failover before Patroni elects a new leader).
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PgServer, free_port
+from conftest import throwaway_standby
 
 STANDBY_HOST = "127.78.0.2"
 
 
 @pytest.fixture
 def standby(pg: Any) -> Iterator[Any]:
-    base = Path(tempfile.mkdtemp(prefix="hastack-unit-app-standby-", dir="/tmp"))
-    os.chmod(base, 0o755)
-    server = PgServer(base, free_port(STANDBY_HOST), host=STANDBY_HOST)
-    try:
-        server.init_replica_of(pg)
-        server.start()
+    with throwaway_standby(pg, "hastack-unit-app-standby-", STANDBY_HOST) as server:
         yield server
-    finally:
-        server.destroy()
 
 
 def replayed_behind(standby: Any) -> bool:

@@ -198,19 +198,27 @@ def pg_server() -> Iterator[PgServer]:
         yield server
 
 
-@pytest.fixture
-def pg_standby(pg: PgServer) -> Iterator[PgServer]:
-    """A streaming standby of ``pg`` on 127.77.0.2 (its own address, so
-    ``inet_server_addr()`` tells the two apart), removed at teardown."""
-    base = Path(tempfile.mkdtemp(prefix="hastack-drill-pg-standby-", dir="/tmp"))
+@contextlib.contextmanager
+def throwaway_standby(primary: PgServer, prefix: str, host: str) -> Iterator[PgServer]:
+    """A started streaming standby of ``primary`` on ``host`` (a free port, a
+    fresh 0755 directory under /tmp named ``prefix``...), destroyed on exit."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     os.chmod(base, 0o755)
-    standby = PgServer(base, _free_port(PG_STANDBY_HOST), host=PG_STANDBY_HOST)
+    standby = PgServer(base, _free_port(host), host=host)
     try:
-        standby.init_replica_of(pg)
+        standby.init_replica_of(primary)
         standby.start()
         yield standby
     finally:
         standby.destroy()
+
+
+@pytest.fixture
+def pg_standby(pg: PgServer) -> Iterator[PgServer]:
+    """A streaming standby of ``pg`` on 127.77.0.2 (its own address, so
+    ``inet_server_addr()`` tells the two apart), removed at teardown."""
+    with throwaway_standby(pg, "hastack-drill-pg-standby-", PG_STANDBY_HOST) as standby:
+        yield standby
 
 
 @pytest.fixture
